@@ -1,0 +1,1 @@
+//! The daemon runtime: start-up, sd_notify, signals, reload.
