@@ -9,5 +9,6 @@ pub mod config;
 pub mod daemon;
 pub mod hwid;
 pub mod license;
+pub mod portal;
 pub mod store;
 pub mod time;

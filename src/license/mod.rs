@@ -12,4 +12,5 @@ pub use file::{
     Validity,
 };
 pub use payload::{CatalogEntry, EntryKind, Enforcement, LicenseKind, LicensePayload, Term, TermKind};
+pub use key::{KeyError, PortalKey};
 pub use state::{Event, LicenseState};

@@ -1,0 +1,4 @@
+//! The agent's side of the portal protocol: wire types shared with
+//! `licportal`, and the HTTPS client.
+
+pub mod wire;

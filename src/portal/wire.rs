@@ -1,0 +1,1 @@
+//! Wire types of the agent ↔ portal protocol (docs/protocol.md).
