@@ -1,1 +1,11 @@
-//! The local API over a Unix socket: HTTP/JSON, versioned paths, peer-credential authorization.
+//! The local API: HTTP/JSON over a Unix socket, versioned paths (`/v1/...`),
+//! one handler table, and authorization by the caller's peer credentials.
+//! Documented in docs/api.md.
+
+pub mod auth;
+pub mod client;
+pub mod server;
+pub mod types;
+
+pub use client::{Client, ClientError};
+pub use server::serve;

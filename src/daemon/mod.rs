@@ -1,1 +1,167 @@
-//! The daemon runtime: start-up, sd_notify, signals, reload.
+//! The daemon runtime (`licagent run`): start-up, the API socket (bound or
+//! passed by systemd), sd_notify READY/STATUS/WATCHDOG, the timer that moves
+//! the license through time, SIGHUP reload and SIGTERM shutdown.
+
+pub mod agent;
+mod listen;
+mod logging;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::api::auth::Policy;
+use crate::api::server::Shared;
+use crate::config::Config;
+
+pub use agent::{Agent, AgentError};
+pub use logging::init as init_logging;
+
+/// The longest the timer sleeps; it also re-reads the clock this often, so
+/// a clock step is noticed within this time.
+const MAX_TICK: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Agent(#[from] AgentError),
+    #[error("{0}")]
+    Listen(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
+pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), DaemonError> {
+    // systemd's variables are read (and unset, so that no child inherits
+    // them) before any thread exists.
+    let passed = listen::take_passed_socket().map_err(DaemonError::Listen)?;
+    let mut watchdog_usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(true, &mut watchdog_usec)
+        .then(|| Duration::from_micros(watchdog_usec));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    runtime.block_on(run_async(config, config_path, passed, watchdog))
+}
+
+async fn run_async(
+    config: Config,
+    config_path: Option<PathBuf>,
+    passed: Option<std::os::unix::net::UnixListener>,
+    watchdog: Option<Duration>,
+) -> Result<(), DaemonError> {
+    let agent = Arc::new(Agent::open(&config)?);
+    let socket = listen::Socket::open(&config, passed).map_err(DaemonError::Listen)?;
+    let shared = Arc::new(Shared {
+        agent: agent.clone(),
+        policy: RwLock::new(Policy::new(&config.api.admin_group)),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let listen::Socket { listener, file: socket } = socket;
+    let server = tokio::spawn(crate::api::serve(listener, shared.clone(), stop_rx));
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| DaemonError::Listen(e.to_string()))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| DaemonError::Listen(e.to_string()))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Listen(e.to_string()))?;
+
+    info!(socket = %socket.path.display(), "licagent ready");
+    notify(&[NotifyState::Ready, NotifyState::Status(&status_line(&agent))]);
+
+    // The watchdog is pinged at half its period from the main loop, so a
+    // wedged loop stops the pings and systemd restarts the service.
+    let mut watchdog_timer = watchdog.map(|d| tokio::time::interval(d / 2));
+    let mut config = config;
+    loop {
+        let sleep = agent
+            .next_deadline()
+            .map(|s| Duration::from_secs(s.max(0) as u64 + 1))
+            .unwrap_or(MAX_TICK)
+            .min(MAX_TICK);
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+            _ = sighup.recv() => {
+                config = reload(config, config_path.as_deref(), &agent, &shared);
+                notify(&[NotifyState::Status(&status_line(&agent))]);
+            }
+            _ = tick(&mut watchdog_timer) => {
+                notify(&[NotifyState::Watchdog]);
+            }
+            _ = tokio::time::sleep(sleep) => {
+                let before = agent.state();
+                if agent.tick() != before {
+                    notify(&[NotifyState::Status(&status_line(&agent))]);
+                }
+            }
+        }
+    }
+    notify(&[NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    socket.cleanup();
+    info!("licagent stopped");
+    Ok(())
+}
+
+async fn tick(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Re-reads the config; on error keeps the running one and says so.
+fn reload(old: Config, path: Option<&Path>, agent: &Agent, shared: &Shared) -> Config {
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("SIGHUP: the config was not reloaded, the running one stays: {e}");
+            return old;
+        }
+    };
+    if new.paths != old.paths || new.api.socket_mode != old.api.socket_mode || new.api.socket_group != old.api.socket_group {
+        warn!("SIGHUP: path and socket settings change only on restart");
+    }
+    if let Err(e) = logging::set_level(&new.log.level) {
+        warn!("SIGHUP: log level not changed: {e}");
+    }
+    *shared.policy.write().unwrap_or_else(|p| p.into_inner()) = Policy::new(&new.api.admin_group);
+    match new.key_ring() {
+        Ok(ring) => {
+            if let Err(e) = agent.set_key_ring(ring) {
+                error!("SIGHUP: re-checking the license failed: {e}");
+            }
+        }
+        Err(e) => error!("SIGHUP: trust keys not changed: {e}"),
+    }
+    info!("SIGHUP: config reloaded");
+    new
+}
+
+fn status_line(agent: &Agent) -> String {
+    let s = agent.status();
+    let word = agent::state_word(s.state);
+    match (&s.license, &s.reason) {
+        (Some(l), _) if s.licensed => format!("{word}: {} ({})", l.pbx_name, l.system_id),
+        (_, Some(r)) => format!("{word}: {r}"),
+        _ => word.to_string(),
+    }
+}
+
+/// sd_notify when under systemd; a no-op otherwise.
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        warn!("sd_notify failed: {e}");
+    }
+}

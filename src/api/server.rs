@@ -1,0 +1,180 @@
+//! The socket server: accepts connections, reads the peer's credentials,
+//! and routes each request through one handler table.
+
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::auth::{Peer, Policy};
+use super::types::ErrorBody;
+use crate::daemon::agent::{Agent, ImportError};
+use crate::license::LicenseError;
+
+/// Largest request body accepted (a license file is a few KiB).
+const MAX_BODY: usize = 1024 * 1024;
+
+/// How long a connection may take to send its request.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the handlers share.
+pub struct Shared {
+    pub agent: Arc<Agent>,
+    /// Replaced on config reload.
+    pub policy: RwLock<Policy>,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+/// Serves until `shutdown` turns true. Connections in flight finish on
+/// their own; new ones are no longer accepted.
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => return,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // EMFILE and friends: back off a little instead of spinning.
+                warn!("accept on the API socket failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let peer = match stream.peer_cred() {
+            Ok(c) => Peer {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+            },
+            Err(e) => {
+                warn!("cannot read the caller's credentials, dropping the connection: {e}");
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(req, peer, &shared).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                debug!("API connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Whether a route changes state (and so needs an admin caller).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Change,
+}
+
+/// The handler table: method, path, access, handler.
+async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
+    // A browser page must never drive the agent (the socket is local, but a
+    // proxy in front of it could forward browser requests).
+    if req.headers().contains_key("origin") || req.headers().contains_key("referer") {
+        return error(StatusCode::FORBIDDEN, "requests from web pages are refused");
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let access = match (&method, path.as_str()) {
+        (&Method::GET, "/v1/status") | (&Method::GET, "/v1/hwid") => Access::Read,
+        (&Method::POST, "/v1/license") => Access::Change,
+        (_, "/v1/status") | (_, "/v1/hwid") | (_, "/v1/license") => {
+            return error(StatusCode::METHOD_NOT_ALLOWED, &format!("{method} is not allowed on {path}"));
+        }
+        _ => return error(StatusCode::NOT_FOUND, &format!("no such API path: {path}")),
+    };
+    if access == Access::Change {
+        let verdict = shared
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .may_change(&peer);
+        if let Err(why) = verdict {
+            warn!(uid = peer.uid, gid = peer.gid, pid = ?peer.pid, %method, %path, "refused: {why}");
+            return error(
+                StatusCode::FORBIDDEN,
+                "access denied: changing the license needs root or the admin group",
+            );
+        }
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request body is larger than {MAX_BODY} bytes"),
+            )
+        }
+    };
+    let agent = &shared.agent;
+    match path.as_str() {
+        "/v1/status" => json(StatusCode::OK, &agent.status()),
+        "/v1/hwid" => json(StatusCode::OK, &agent.hardware()),
+        "/v1/license" => {
+            let Ok(text) = std::str::from_utf8(&body) else {
+                return error(StatusCode::BAD_REQUEST, "the license file is not UTF-8 text");
+            };
+            match agent.import(text) {
+                Ok(status) => json(StatusCode::OK, &status),
+                Err(e) => {
+                    warn!(uid = peer.uid, "license import refused: {e}");
+                    error(import_status(&e), &e.to_string())
+                }
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, &format!("no such API path: {path}")),
+    }
+}
+
+fn import_status(e: &ImportError) -> StatusCode {
+    match e {
+        ImportError::Invalid(LicenseError::NotALicense) | ImportError::Invalid(LicenseError::Damaged(_)) => {
+            StatusCode::BAD_REQUEST
+        }
+        ImportError::Invalid(_) | ImportError::Older { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        ImportError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Resp {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => respond(status, bytes),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the answer: {e}")),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Resp {
+    let body = serde_json::to_vec(&ErrorBody {
+        error: message.to_string(),
+    })
+    .unwrap_or_else(|_| b"{\"error\":\"internal error\"}".to_vec());
+    respond(status, body)
+}
+
+fn respond(status: StatusCode, body: Vec<u8>) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

@@ -1,0 +1,63 @@
+//! JSON bodies of the local API. `licagent status --json` prints [`Status`]
+//! as is, so its fields are a stable contract (docs/api.md).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hwid::{ComponentKind, MatchVerdict};
+use crate::license::{Enforcement, LicenseKind, LicenseState, TermKind};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub state: LicenseState,
+    /// Whether the PBX may use what the license grants right now.
+    pub licensed: bool,
+    /// Why the state is what it is, for people (unlicensed, expired, revoked,
+    /// grace); `null` when active.
+    pub reason: Option<String>,
+    /// This machine's hardware ID.
+    pub hardware_id: String,
+    pub hardware_warnings: Vec<String>,
+    /// `null` when no license is installed.
+    pub license: Option<LicenseSummary>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LicenseSummary {
+    pub license_id: String,
+    pub system_id: String,
+    pub pbx_name: String,
+    pub kind: LicenseKind,
+    /// The hardware ID the license is bound to.
+    pub bound_hardware_id: String,
+    /// How this machine matches the binding.
+    pub hardware_match: MatchVerdict,
+    /// Component kinds that changed since the license was issued.
+    pub hardware_changed: Vec<ComponentKind>,
+    pub issued_at: String,
+    pub term: TermKind,
+    /// End of the term (RFC 3339); `null` for lifetime.
+    pub expires_at: Option<String>,
+    /// When the agent must next reach the portal; `null` if never.
+    pub refresh_due: Option<String>,
+    /// When the license stops if the portal stays unreachable; `null` if never.
+    pub grace_ends: Option<String>,
+    /// Seconds of grace left, in the grace state only.
+    pub grace_left_secs: Option<i64>,
+    pub enforcement: Enforcement,
+    pub seats: BTreeMap<String, SeatCount>,
+    pub addons: BTreeMap<String, u32>,
+    pub installed_at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatCount {
+    pub purchased: u32,
+}
+
+/// Every error on the socket: `{"error": "..."}` with a real HTTP status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}

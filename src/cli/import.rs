@@ -1,0 +1,41 @@
+//! `licagent import FILE`: verify a license file and install it through
+//! the daemon (the daemon verifies again; it trusts nothing the CLI says).
+
+use std::io::Read;
+use std::path::Path;
+
+use super::{block_on, client, print_json, status, CliError};
+use crate::api::types::Status;
+use crate::config::Config;
+
+pub fn run(config: &Config, file: &Path, json: bool) -> Result<(), CliError> {
+    let text = read_input(file)?;
+    // A quick local look first, so that "this is not a license file" does
+    // not need the daemon.
+    crate::license::parse(&text).map_err(|e| CliError::Refused(format!("{}: {e}", file.display())))?;
+    let status: Status = block_on(client(config).post("/v1/license", text.into_bytes(), "text/plain"))??;
+    if json {
+        print_json(&status)
+    } else {
+        println!("License installed.");
+        status::print_human(&status);
+        Ok(())
+    }
+}
+
+fn read_input(file: &Path) -> Result<String, CliError> {
+    let mut text = String::new();
+    let result = if file == Path::new("-") {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::File::open(file).and_then(|mut f| f.read_to_string(&mut text).map(|_| ()))
+    };
+    result.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => CliError::Failed(format!("{} does not exist", file.display())),
+        std::io::ErrorKind::InvalidData => {
+            CliError::Refused(format!("{} is not a text file, so not a license file", file.display()))
+        }
+        _ => CliError::Failed(format!("cannot read {}: {e}", file.display())),
+    })?;
+    Ok(text)
+}

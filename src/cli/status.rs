@@ -1,0 +1,69 @@
+//! `licagent status`: the license state, the PBX, seats and expiry.
+
+use super::{block_on, client, print_json, CliError};
+use crate::api::types::Status;
+use crate::config::Config;
+use crate::daemon::agent::state_word;
+use crate::hwid::MatchVerdict;
+
+pub fn run(config: &Config, json: bool) -> Result<(), CliError> {
+    let status: Status = block_on(client(config).get("/v1/status"))??;
+    if json {
+        print_json(&status)
+    } else {
+        print_human(&status);
+        Ok(())
+    }
+}
+
+pub fn print_human(s: &Status) {
+    println!("State:        {}", state_word(s.state));
+    if let Some(r) = &s.reason {
+        println!("Reason:       {r}");
+    }
+    let hw_note = match s.license.as_ref().map(|l| l.hardware_match) {
+        Some(MatchVerdict::Match) => " (matches the license)",
+        Some(MatchVerdict::Partial) => " (hardware changed; see `licagent hwid --explain`)",
+        Some(MatchVerdict::Mismatch) => " (does not match the license)",
+        None => "",
+    };
+    println!("Hardware ID:  {}{hw_note}", s.hardware_id);
+    if let Some(l) = &s.license {
+        println!("PBX:          {} (system {})", l.pbx_name, l.system_id);
+        println!("License:      {} ({:?}, {:?} term)", l.license_id, l.kind, l.term);
+        println!(
+            "Expires:      {}",
+            l.expires_at.as_deref().unwrap_or("never (lifetime)")
+        );
+        if let Some(due) = &l.refresh_due {
+            println!("Refresh due:  {due}");
+        }
+        if let Some(left) = l.grace_left_secs {
+            println!(
+                "Grace left:   {} (until {})",
+                humantime::format_duration(std::time::Duration::from_secs(left as u64)),
+                l.grace_ends.as_deref().unwrap_or("?")
+            );
+        }
+        println!("Enforcement:  {:?}", l.enforcement);
+        let seats: Vec<String> = l
+            .seats
+            .iter()
+            .map(|(p, c)| format!("{p} {}", c.purchased))
+            .collect();
+        println!("Seats:        {}", list_or_none(&seats));
+        let addons: Vec<String> = l.addons.iter().map(|(a, n)| format!("{a} {n}")).collect();
+        println!("Add-ons:      {}", list_or_none(&addons));
+    }
+    for w in &s.hardware_warnings {
+        println!("Warning:      {w}");
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}

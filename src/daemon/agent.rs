@@ -1,0 +1,431 @@
+//! The agent's state in memory: the verified license, its state, this
+//! machine's hardware, kept in step with the store. The API handlers and the
+//! daemon's timers call into it; every call is short and never awaits while
+//! holding the lock.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use tracing::{error, info, warn};
+
+use crate::api::types::{LicenseSummary, SeatCount, Status};
+use crate::config::Config;
+use crate::hwid::{self, HardwareInfo, HwMatch};
+use crate::license::{self, state, Event, KeyRing, LicenseError, LicensePayload, LicenseState};
+use crate::store::{Store, StoreError, StoredLicense};
+use crate::time;
+
+/// The clock may lag its own high-water mark by this much before the agent
+/// says so (NTP steps and leap smearing stay quiet).
+const CLOCK_BACK_TOLERANCE_SECS: i64 = 300;
+
+/// How often the high-water mark is written to the store at most.
+const CLOCK_MARK_PERSIST_SECS: i64 = 60;
+
+pub struct Agent {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    ring: KeyRing,
+    hw: HardwareInfo,
+    license: Option<Loaded>,
+    state: LicenseState,
+    reason: Option<String>,
+    /// The highest time seen; "now" never goes below it.
+    clock_mark: i64,
+    clock_mark_saved: i64,
+    clock_back_warned: bool,
+}
+
+struct Loaded {
+    payload: LicensePayload,
+    stored: StoredLicense,
+    hw: HwMatch,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Why an import was refused; the API maps each to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{0}")]
+    Invalid(#[from] LicenseError),
+    #[error("the license {new} is older than the installed license {installed} of the same system; it was not installed")]
+    Older { new: String, installed: String },
+    #[error("the license could not be saved: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The setting that keeps a revocation across restarts.
+const REVOKED_KEY: &str = "revoked_reason";
+
+impl Agent {
+    /// Opens the store, reads this machine's hardware, and loads the cached
+    /// license without any network.
+    pub fn open(config: &Config) -> Result<Agent, AgentError> {
+        let dir = &config.paths.state_dir;
+        create_private_dir(dir).map_err(|source| AgentError::StateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let (store, report) = Store::open(&config.db_path())?;
+        if let Some(aside) = &report.moved_aside {
+            error!(
+                moved_to = %aside.display(),
+                reason = report.corruption.as_deref().unwrap_or("unknown"),
+                "the database was corrupt and was moved aside; starting unlicensed (re-import or re-activate the license)"
+            );
+        }
+        let hw = collect_hardware(&config.hwid.root);
+        for w in &hw.warnings {
+            warn!(hardware_id = %hw.hardware_id, "{w}");
+        }
+        let ring = config.key_ring().unwrap_or_else(|e| {
+            // validate() already refused a bad list; keep the vendor keys.
+            error!("trust keys not usable: {e}");
+            KeyRing::vendor()
+        });
+        let clock_mark = store.clock_mark()?;
+        let mut inner = Inner {
+            store,
+            ring,
+            hw,
+            license: None,
+            state: LicenseState::Unlicensed,
+            reason: Some("no license is installed".to_string()),
+            clock_mark,
+            clock_mark_saved: clock_mark,
+            clock_back_warned: false,
+        };
+        let now = inner.now();
+        inner.persist_clock_mark(now, true);
+        inner.load_current(now)?;
+        info!(
+            state = ?inner.state,
+            hardware_id = %inner.hw.hardware_id,
+            "license state at start: {}",
+            state_word(inner.state)
+        );
+        Ok(Agent {
+            inner: Mutex::new(inner),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every change
+        // is committed to the store before memory is touched).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn status(&self) -> Status {
+        let mut inner = self.lock();
+        let now = inner.now();
+        inner.status(now)
+    }
+
+    pub fn hardware(&self) -> HardwareInfo {
+        self.lock().hw.clone()
+    }
+
+    pub fn state(&self) -> LicenseState {
+        self.lock().state
+    }
+
+    /// Verifies and installs an armored license file.
+    pub fn import(&self, text: &str) -> Result<Status, ImportError> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        let payload = license::verify(text, &inner.ring)?;
+        let validity = license::check(&payload, &inner.hw.components, now)?;
+        if let Some(cur) = &inner.license {
+            if cur.payload.system_id == payload.system_id && payload.issued_at < cur.payload.issued_at {
+                return Err(ImportError::Older {
+                    new: payload.license_id.clone(),
+                    installed: cur.payload.license_id.clone(),
+                });
+            }
+        }
+        let stored = StoredLicense {
+            license_id: payload.license_id.clone(),
+            armored: text.trim().to_string() + "\n",
+            installed_at: now,
+        };
+        inner.store.install_license(&stored)?;
+        inner.store.set_setting(REVOKED_KEY, None)?;
+        inner.persist_clock_mark(now, true);
+        info!(
+            license_id = %payload.license_id,
+            system_id = %payload.system_id,
+            kind = ?payload.kind,
+            "license installed"
+        );
+        let kind = payload.kind;
+        inner.license = Some(Loaded {
+            payload,
+            stored,
+            hw: validity.hardware,
+        });
+        inner.apply(Event::Installed(kind), None);
+        // A license installed late may already be in grace.
+        inner.apply_time_events(now);
+        Ok(inner.status(now))
+    }
+
+    /// Applies whatever the passing of time implies; called by the daemon's
+    /// timer. Returns the state after.
+    pub fn tick(&self) -> LicenseState {
+        let mut inner = self.lock();
+        let now = inner.now();
+        inner.persist_clock_mark(now, false);
+        inner.apply_time_events(now);
+        inner.state
+    }
+
+    /// Takes a new trust key ring (config reload) and re-checks the license.
+    pub fn set_key_ring(&self, ring: KeyRing) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.ring = ring;
+        let now = inner.now();
+        inner.load_current(now)
+    }
+
+    /// Seconds until the next time-driven state change, if any (for timers).
+    pub fn next_deadline(&self) -> Option<i64> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        let p = &inner.license.as_ref()?.payload;
+        let mut times = vec![];
+        if let Some(due) = p.refresh_due {
+            times.push(due);
+            times.push(due.saturating_add(p.grace_secs));
+        }
+        if let Some(end) = p.term.ends_at {
+            times.push(end);
+        }
+        times.into_iter().filter(|t| *t > now).min().map(|t| t - now)
+    }
+}
+
+impl Inner {
+    /// Wall-clock time, never below the high-water mark.
+    fn now(&mut self) -> i64 {
+        let wall = time::now();
+        if wall >= self.clock_mark {
+            self.clock_mark = wall;
+            self.clock_back_warned = false;
+        } else if self.clock_mark - wall > CLOCK_BACK_TOLERANCE_SECS && !self.clock_back_warned {
+            warn!(
+                clock = %time::rfc3339(wall),
+                high_water = %time::rfc3339(self.clock_mark),
+                "the system clock is behind the latest time this agent has seen; license times use the latter"
+            );
+            self.clock_back_warned = true;
+        }
+        self.clock_mark
+    }
+
+    fn persist_clock_mark(&mut self, now: i64, force: bool) {
+        if !force && now - self.clock_mark_saved < CLOCK_MARK_PERSIST_SECS {
+            return;
+        }
+        match self.store.advance_clock_mark(now) {
+            Ok(saved) => self.clock_mark_saved = saved,
+            Err(e) => warn!("cannot save the clock high-water mark: {e}"),
+        }
+    }
+
+    /// Reads the current license from the store and derives the state from
+    /// its own times (start-up and trust changes).
+    fn load_current(&mut self, now: i64) -> Result<(), StoreError> {
+        self.license = None;
+        let Some(stored) = self.store.current_license()? else {
+            self.set_state(LicenseState::Unlicensed, Some("no license is installed".into()));
+            return Ok(());
+        };
+        let payload = match license::verify(&stored.armored, &self.ring) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(license_id = %stored.license_id, "the installed license is not accepted: {e}");
+                self.set_state(LicenseState::Unlicensed, Some(format!("the installed license is not accepted: {e}")));
+                return Ok(());
+            }
+        };
+        let hw = match license::check(&payload, &self.hw.components, now) {
+            Ok(v) => v.hardware,
+            Err(LicenseError::Expired(at)) => {
+                let hw = hwid::compare(&payload.hardware, &self.hw.components);
+                self.license = Some(Loaded { payload, stored, hw });
+                self.set_state(LicenseState::Expired, Some(format!("the term ended at {at}")));
+                return Ok(());
+            }
+            Err(e) => {
+                warn!(license_id = %stored.license_id, "the installed license is not valid here: {e}");
+                self.set_state(LicenseState::Unlicensed, Some(e.to_string()));
+                return Ok(());
+            }
+        };
+        let revoked = self.store.setting(REVOKED_KEY)?;
+        let state = match revoked {
+            Some(_) => LicenseState::Revoked,
+            None => state::state_at(&payload, now),
+        };
+        self.license = Some(Loaded { payload, stored, hw });
+        let reason = self.reason_for(state, now, revoked);
+        self.set_state(state, reason);
+        Ok(())
+    }
+
+    fn set_state(&mut self, state: LicenseState, reason: Option<String>) {
+        if state != self.state {
+            info!(from = ?self.state, to = ?state, "license state changed: {}", state_word(state));
+        }
+        self.state = state;
+        self.reason = reason;
+    }
+
+    /// Runs one event through the transition table.
+    fn apply(&mut self, event: Event, reason: Option<String>) {
+        match state::transition(self.state, event) {
+            Some(next) => {
+                let now = self.clock_mark;
+                let reason = reason.or_else(|| self.reason_for(next, now, None));
+                self.set_state(next, reason);
+            }
+            None => tracing::debug!(state = ?self.state, ?event, "event does not apply"),
+        }
+    }
+
+    /// The time-driven events that have happened by `now`, in order.
+    fn apply_time_events(&mut self, now: i64) {
+        let Some(l) = &self.license else { return };
+        let p = &l.payload;
+        let mut events = vec![];
+        if let Some(due) = p.refresh_due {
+            if now >= due {
+                events.push(Event::RefreshOverdue);
+            }
+            if now >= due.saturating_add(p.grace_secs) {
+                events.push(Event::GraceEnded);
+            }
+        }
+        if p.term.ends_at.is_some_and(|end| now >= end) {
+            events.push(Event::TermEnded);
+        }
+        for e in events {
+            self.apply(e, None);
+        }
+    }
+
+    fn reason_for(&self, state: LicenseState, now: i64, revoked: Option<String>) -> Option<String> {
+        let p = self.license.as_ref().map(|l| &l.payload);
+        match state {
+            LicenseState::Unlicensed => Some("no license is installed".into()),
+            LicenseState::Revoked => Some(revoked.unwrap_or_else(|| "the portal revoked this license".into())),
+            LicenseState::Expired => p
+                .and_then(|p| state::expiry_reason(p, now))
+                .map(|r| format!("the license expired: {r}")),
+            LicenseState::Grace => p.and_then(|p| p.refresh_due).map(|due| {
+                format!(
+                    "the portal has not been reached since the refresh was due at {}; licensed until grace ends",
+                    time::rfc3339(due)
+                )
+            }),
+            _ => None,
+        }
+    }
+
+    fn status(&self, now: i64) -> Status {
+        let license = self.license.as_ref().map(|l| summary(l, self.state, now));
+        Status {
+            state: self.state,
+            licensed: self.state.is_licensed(),
+            reason: self.reason.clone(),
+            hardware_id: self.hw.hardware_id.clone(),
+            hardware_warnings: self.hw.warnings.clone(),
+            license,
+        }
+    }
+}
+
+fn summary(l: &Loaded, state: LicenseState, now: i64) -> LicenseSummary {
+    let p = &l.payload;
+    let grace_end = p.refresh_due.map(|d| d.saturating_add(p.grace_secs));
+    let mut changed: Vec<_> = l.hw.missing.iter().chain(&l.hw.added).map(|c| c.kind).collect();
+    changed.sort();
+    changed.dedup();
+    LicenseSummary {
+        license_id: p.license_id.clone(),
+        system_id: p.system_id.clone(),
+        pbx_name: p.pbx_name.clone(),
+        kind: p.kind,
+        bound_hardware_id: p.hardware_id.clone(),
+        hardware_match: l.hw.verdict,
+        hardware_changed: changed,
+        issued_at: time::rfc3339(p.issued_at),
+        term: p.term.kind,
+        expires_at: p.term.ends_at.map(time::rfc3339),
+        refresh_due: p.refresh_due.map(time::rfc3339),
+        grace_ends: grace_end.map(time::rfc3339),
+        grace_left_secs: match (state, grace_end) {
+            (LicenseState::Grace, Some(end)) => Some((end - now).max(0)),
+            _ => None,
+        },
+        enforcement: p.enforcement,
+        seats: p
+            .seats
+            .iter()
+            .map(|(k, v)| (k.clone(), SeatCount { purchased: *v }))
+            .collect(),
+        addons: p.addons.clone(),
+        installed_at: time::rfc3339(l.stored.installed_at),
+    }
+}
+
+/// One word for people and logs.
+pub fn state_word(s: LicenseState) -> &'static str {
+    match s {
+        LicenseState::Unlicensed => "unlicensed",
+        LicenseState::Active => "active",
+        LicenseState::Grace => "grace",
+        LicenseState::Expired => "expired",
+        LicenseState::Revoked => "revoked",
+        LicenseState::Trial => "trial",
+        LicenseState::Test => "test",
+    }
+}
+
+/// Reads the hardware; a machine where nothing can be read still runs the
+/// agent (unlicensed), with a warning instead of a crash loop.
+pub fn collect_hardware(root: &Path) -> HardwareInfo {
+    match hwid::collect(root) {
+        Ok(hw) => hw,
+        Err(e) => {
+            error!("{e}");
+            HardwareInfo {
+                hardware_id: hwid::hardware_id(&[]),
+                components: vec![],
+                warnings: vec![e.to_string()],
+            }
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}

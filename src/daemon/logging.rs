@@ -1,0 +1,46 @@
+//! Logs: structured records to journald when running under systemd, a plain
+//! formatter on stderr otherwise. The level can change on reload.
+
+use std::sync::OnceLock;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
+
+type Handle = reload::Handle<EnvFilter, Registry>;
+
+static HANDLE: OnceLock<Handle> = OnceLock::new();
+
+/// Installs the global subscriber. Journald is used when systemd connected
+/// our stderr to the journal (JOURNAL_STREAM) and its socket answers.
+pub fn init(level: &str) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let _ = HANDLE.set(handle);
+    let journald = std::env::var_os("JOURNAL_STREAM")
+        .is_some()
+        .then(|| tracing_journald::layer().ok())
+        .flatten();
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match journald {
+        Some(j) => registry.with(j.boxed()).try_init(),
+        None => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    .boxed(),
+            )
+            .try_init(),
+    };
+    // A second init (tests calling cli::run twice) keeps the first one.
+    let _ = result;
+}
+
+pub fn set_level(level: &str) -> Result<(), String> {
+    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    match HANDLE.get() {
+        Some(h) => h.reload(filter).map_err(|e| e.to_string()),
+        None => Ok(()),
+    }
+}
