@@ -222,6 +222,18 @@ mod tests {
     }
 
     #[test]
+    fn known_answer_from_the_docs() {
+        // Pins the check rule: docs/license-format.md shows this key.
+        let k = PortalKey::parse("7A3KD-0QPX4-M9VRT-2HBNE-C6WZA").unwrap();
+        assert_eq!(k.as_str(), "7A3KD0QPX4M9VRT2HBNEC6WZA");
+        assert_eq!(k.redacted(), "*****-*****-*****-*****-C6WZA");
+        assert_eq!(
+            PortalKey::parse("7A3KD-0QPX4-M9VRT-2HBNE-C6WZB"),
+            Err(KeyError::CheckFailed)
+        );
+    }
+
+    #[test]
     fn generated_keys_parse_back_and_differ() {
         let a = PortalKey::generate();
         let b = PortalKey::generate();
