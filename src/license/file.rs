@@ -876,7 +876,6 @@ mod tests {
     // --- check: needs crate::hwid::compare and hardware_id ---
 
     #[test]
-    #[ignore = "needs crate::hwid::compare from the hwid branch"]
     fn check_accepts_the_bound_machine_in_term() {
         let p = payload();
         let v = check(&p, &bound(), NOW).unwrap();
@@ -884,7 +883,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs crate::hwid::compare from the hwid branch"]
     fn check_refuses_another_machine() {
         let p = payload();
         let other = vec![
@@ -902,7 +900,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs crate::hwid::compare from the hwid branch"]
     fn check_allows_five_minutes_of_clock_skew() {
         let mut p = payload();
         p.issued_at = NOW + MAX_CLOCK_SKEW_SECS;
@@ -915,7 +912,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs crate::hwid::compare from the hwid branch"]
     fn check_refuses_an_ended_term() {
         let mut p = payload();
         p.term.ends_at = Some(NOW + 1);
