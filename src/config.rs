@@ -321,10 +321,7 @@ impl Config {
     /// The vendor keys compiled in plus the configured extra keys.
     pub fn key_ring(&self) -> Result<KeyRing, LicenseError> {
         let mut ring = KeyRing::vendor();
-        let extra = KeyRing::parse_list(&self.trust.keys.join("\n"))?;
-        for key in extra.keys() {
-            ring.add(key.clone());
-        }
+        ring.extend(KeyRing::parse_list(&self.trust.keys.join("\n"))?);
         Ok(ring)
     }
 

@@ -93,9 +93,6 @@ fn read_payload(text: &str, config: &Config) -> Result<(LicensePayload, bool), l
     }
 }
 
-fn kind_name(c: &Component) -> String {
-    serde_json::to_value(c.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+fn kind_name(c: &Component) -> &'static str {
+    c.kind.name()
 }
