@@ -259,11 +259,14 @@ impl Config {
                 &format!("this licagent reads config version {CONFIG_VERSION}"),
             ));
         }
-        self.socket_mode().map_err(|rule| {
-            invalid("api.socket_mode", self.api.socket_mode.clone(), &rule)
-        })?;
+        self.socket_mode()
+            .map_err(|rule| invalid("api.socket_mode", self.api.socket_mode.clone(), &rule))?;
         if let Err(e) = self.key_ring() {
-            return Err(invalid("trust.keys", self.trust.keys.join(", "), &e.to_string()));
+            return Err(invalid(
+                "trust.keys",
+                self.trust.keys.join(", "),
+                &e.to_string(),
+            ));
         }
         let url = self.portal.url.as_str();
         if !url.is_empty() {
@@ -276,11 +279,19 @@ impl Config {
                     ));
                 }
             } else if !url.starts_with("https://") {
-                return Err(invalid("portal.url", url.to_string(), "must start with https://"));
+                return Err(invalid(
+                    "portal.url",
+                    url.to_string(),
+                    "must start with https://",
+                ));
             }
         }
         if self.portal.timeout_secs == 0 {
-            return Err(invalid("portal.timeout_secs", "0".into(), "must be at least 1"));
+            return Err(invalid(
+                "portal.timeout_secs",
+                "0".into(),
+                "must be at least 1",
+            ));
         }
         for pin in &self.portal.pin_sha256 {
             let ok = pin.len() == 64 && pin.chars().all(|c| c.is_ascii_hexdigit());
@@ -292,7 +303,9 @@ impl Config {
                 ));
             }
         }
-        if self.refresh.retry_min_secs == 0 || self.refresh.retry_max_secs < self.refresh.retry_min_secs {
+        if self.refresh.retry_min_secs == 0
+            || self.refresh.retry_max_secs < self.refresh.retry_min_secs
+        {
             return Err(invalid(
                 "refresh.retry_max_secs",
                 self.refresh.retry_max_secs.to_string(),
@@ -354,7 +367,8 @@ mod tests {
 
     #[test]
     fn unknown_key_is_rejected_with_key_and_line() {
-        let err = parse("version = 1\n\n[paths]\nstate_dir = \"/x\"\nsokcet = \"/y\"\n").unwrap_err();
+        let err =
+            parse("version = 1\n\n[paths]\nstate_dir = \"/x\"\nsokcet = \"/y\"\n").unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("line 5"), "{msg}");
         assert!(msg.contains("sokcet"), "{msg}");
@@ -364,14 +378,25 @@ mod tests {
     fn wrong_version_and_bad_values_name_the_key() {
         let msg = parse("version = 2\n").unwrap_err().to_string();
         assert!(msg.contains("version"), "{msg}");
-        let msg = parse("version = 1\n[api]\nsocket_mode = \"rw\"\n").unwrap_err().to_string();
+        let msg = parse("version = 1\n[api]\nsocket_mode = \"rw\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("api.socket_mode"), "{msg}");
-        let msg = parse("version = 1\n[portal]\nurl = \"http://127.0.0.1:1\"\n").unwrap_err().to_string();
+        let msg = parse("version = 1\n[portal]\nurl = \"http://127.0.0.1:1\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("https"), "{msg}");
-        assert!(parse("version = 1\n[portal]\nurl = \"http://127.0.0.1:1\"\nallow_http = true\n").is_ok());
-        let msg = parse("version = 1\n[log]\nlevel = \"loud=[\"\n").unwrap_err().to_string();
+        assert!(
+            parse("version = 1\n[portal]\nurl = \"http://127.0.0.1:1\"\nallow_http = true\n")
+                .is_ok()
+        );
+        let msg = parse("version = 1\n[log]\nlevel = \"loud=[\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("log.level"), "{msg}");
-        let msg = parse("version = 1\n[trust]\nkeys = [\"nonsense\"]\n").unwrap_err().to_string();
+        let msg = parse("version = 1\n[trust]\nkeys = [\"nonsense\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("trust.keys"), "{msg}");
     }
 
@@ -379,6 +404,9 @@ mod tests {
     fn missing_explicit_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("nope.toml");
-        assert!(matches!(Config::load(Some(&p)), Err(ConfigError::Missing { .. })));
+        assert!(matches!(
+            Config::load(Some(&p)),
+            Err(ConfigError::Missing { .. })
+        ));
     }
 }

@@ -3,8 +3,6 @@
 
 mod common;
 
-#[allow(unused_imports)]
-use nix;
 
 use common::*;
 
@@ -23,7 +21,11 @@ fn import_survives_restart_and_status_shows_seats() {
     let file = env.file("good.lic", &env.sign(&payload));
     let out = env.cli(&["import", file.to_str().unwrap()]);
     assert!(out.status.success(), "import failed: {}", stderr(&out));
-    assert!(stdout(&out).contains("License installed"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("License installed"),
+        "{}",
+        stdout(&out)
+    );
 
     let st = json(&env.cli(&["status", "--json"]));
     assert_eq!(st["state"], "active");
@@ -34,14 +36,23 @@ fn import_survives_restart_and_status_shows_seats() {
     assert_eq!(st["hardware_id"], payload.hardware_id.as_str());
 
     assert!(d.stop().success(), "log:\n{}", d.log());
-    assert!(d.messages.iter().any(|m| m.contains("STOPPING=1")), "{:?}", d.messages);
-    assert!(!env.socket.exists(), "the daemon removes the socket it created");
+    assert!(
+        d.messages.iter().any(|m| m.contains("STOPPING=1")),
+        "{:?}",
+        d.messages
+    );
+    assert!(
+        !env.socket.exists(),
+        "the daemon removes the socket it created"
+    );
 
     // Same state after a restart, read from SQLite without any network.
     let mut d = env.start();
     d.await_ready();
     assert!(
-        d.messages.iter().any(|m| m.contains("STATUS=active: Main office (SYS-TEST-0001)")),
+        d.messages
+            .iter()
+            .any(|m| m.contains("STATUS=active: Main office (SYS-TEST-0001)")),
         "{:?}",
         d.messages
     );
@@ -61,7 +72,10 @@ fn tampered_foreign_and_expired_files_are_refused_and_nothing_changes() {
     let mut d = env.start();
     d.await_ready();
     let good = env.file("good.lic", &env.sign(&env.payload()));
-    assert!(env.cli(&["import", good.to_str().unwrap()]).status.success());
+    assert!(env
+        .cli(&["import", good.to_str().unwrap()])
+        .status
+        .success());
     let before = json(&env.cli(&["status", "--json"]));
 
     // One byte of the payload changed: the base64 stays valid.
@@ -75,14 +89,22 @@ fn tampered_foreign_and_expired_files_are_refused_and_nothing_changes() {
     let bad = env.file("tampered.lic", &(tampered.join("\n") + "\n"));
     let out = env.cli(&["import", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(stderr(&out).contains("signature is not valid"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("signature is not valid"),
+        "{}",
+        stderr(&out)
+    );
 
     // Signed correctly, but for the NIC-swapped-and-more box of another site.
     let other = hwid_components("container");
     let foreign = env.file("foreign.lic", &env.sign(&payload_for(&other)));
     let out = env.cli(&["import", foreign.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(stderr(&out).contains("issued for another machine"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("issued for another machine"),
+        "{}",
+        stderr(&out)
+    );
 
     // Expired term.
     let mut p = env.payload();
@@ -94,7 +116,10 @@ fn tampered_foreign_and_expired_files_are_refused_and_nothing_changes() {
 
     // Signed by a key nobody trusts.
     let (stranger, _) = licagent::license::SigningKey::generate();
-    let unknown = env.file("unknown.lic", &licagent::license::sign(&env.payload(), &stranger));
+    let unknown = env.file(
+        "unknown.lic",
+        &licagent::license::sign(&env.payload(), &stranger),
+    );
     let out = env.cli(&["import", unknown.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(5));
     assert!(stderr(&out).contains("unknown key"), "{}", stderr(&out));
@@ -103,7 +128,11 @@ fn tampered_foreign_and_expired_files_are_refused_and_nothing_changes() {
     let junk = env.file("junk.txt", "hello\n");
     let out = env.cli(&["import", junk.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(5));
-    assert!(stderr(&out).contains("not a license file"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a license file"),
+        "{}",
+        stderr(&out)
+    );
 
     // An older license of the same system does not replace a newer one.
     let mut old = env.payload();
@@ -112,16 +141,25 @@ fn tampered_foreign_and_expired_files_are_refused_and_nothing_changes() {
     let older = env.file("older.lic", &env.sign(&old));
     let out = env.cli(&["import", older.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(5));
-    assert!(stderr(&out).contains("older than the installed license"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("older than the installed license"),
+        "{}",
+        stderr(&out)
+    );
 
     let after = json(&env.cli(&["status", "--json"]));
     assert_eq!(before, after, "a refused import changes nothing");
-    assert!(d.log().contains("license import refused"), "refusals are logged");
+    assert!(
+        d.log().contains("license import refused"),
+        "refusals are logged"
+    );
     d.stop();
 }
 
 fn hwid_components(fixture_name: &str) -> Vec<licagent::hwid::Component> {
-    licagent::hwid::collect(&fixture(fixture_name)).unwrap().components
+    licagent::hwid::collect(&fixture(fixture_name))
+        .unwrap()
+        .components
 }
 
 #[test]
@@ -144,11 +182,18 @@ fn unprivileged_caller_may_read_but_not_import() {
     let out = env.cli_as(&["import", file.to_str().unwrap()], Some(nobody));
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("access denied"), "{}", stderr(&out));
-    assert!(d.log().contains("uid=65534"), "the refusal is logged:\n{}", d.log());
+    assert!(
+        d.log().contains("uid=65534"),
+        "the refusal is logged:\n{}",
+        d.log()
+    );
     assert_eq!(json(&env.cli(&["status", "--json"]))["state"], "unlicensed");
 
     // Root may.
-    assert!(env.cli(&["import", file.to_str().unwrap()]).status.success());
+    assert!(env
+        .cli(&["import", file.to_str().unwrap()])
+        .status
+        .success());
     d.stop();
 }
 
@@ -184,7 +229,9 @@ trait MissingConfig {
 impl MissingConfig for Env {
     fn cli_missing_config(&self) -> std::process::Output {
         let mut cmd = std::process::Command::new(BIN);
-        cmd.arg("--config").arg(self.dir.path().join("nope.toml")).arg("status");
+        cmd.arg("--config")
+            .arg(self.dir.path().join("nope.toml"))
+            .arg("status");
         run_with_timeout(cmd)
     }
 }
@@ -192,27 +239,16 @@ impl MissingConfig for Env {
 #[test]
 fn watchdog_pings_and_status_reach_systemd() {
     let env = Env::new();
-    // WATCHDOG_PID must be the daemon's own pid: a shell that execs keeps it.
     let mut d = Daemon::start_cmd(&env, &[("WATCHDOG_USEC", "400000")], |c| {
-        let prog = c.get_program().to_owned();
-        let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
-        let mut sh = std::process::Command::new("sh");
-        sh.arg("-c")
-            .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
-            .arg(prog)
-            .args(args);
-        std::mem::swap(c, &mut sh);
-        // swap moved env and stdio settings into `sh`'s old place; put them back.
-        for (k, v) in sh.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
+        Daemon::with_own_pid(c, "WATCHDOG_PID");
         c
     });
     d.await_ready();
-    assert!(d.messages.iter().any(|m| m.contains("STATUS=unlicensed")), "{:?}", d.messages);
+    assert!(
+        d.messages.iter().any(|m| m.contains("STATUS=unlicensed")),
+        "{:?}",
+        d.messages
+    );
     // At 0.4 s the daemon pings every 0.2 s.
     d.await_message("WATCHDOG=1");
     let st = d.stop();
@@ -248,6 +284,8 @@ fn sighup_reloads_trust_keys() {
         assert!(start.elapsed() < WAIT, "no reload error; log:\n{}", d.log());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    // The daemon still runs on the old config; the CLI needs a good one.
+    env.write_config("");
     assert_eq!(json(&env.cli(&["status", "--json"]))["state"], "active");
     d.stop();
 }
@@ -269,7 +307,10 @@ fn corrupt_database_is_moved_aside_and_the_agent_starts_unlicensed() {
     assert!(aside, "the corrupt file is kept for inspection");
     // And the fresh database takes a license.
     let file = env.file("good.lic", &env.sign(&env.payload()));
-    assert!(env.cli(&["import", file.to_str().unwrap()]).status.success());
+    assert!(env
+        .cli(&["import", file.to_str().unwrap()])
+        .status
+        .success());
     d.stop();
 }
 
@@ -282,22 +323,18 @@ fn socket_passed_by_systemd_is_used_and_not_unlinked() {
     let fd = listener.as_raw_fd();
     let mut d = Daemon::start_cmd(&env, &[("LISTEN_FDS", "1")], |c| {
         use std::os::unix::process::CommandExt;
-        let prog = c.get_program().to_owned();
-        let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
-        let mut sh = std::process::Command::new("sh");
-        sh.arg("-c").arg("LISTEN_PID=$$ exec \"$0\" \"$@\"").arg(prog).args(args);
-        std::mem::swap(c, &mut sh);
-        for (k, v) in sh.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
+        Daemon::with_own_pid(c, "LISTEN_PID");
         // SAFETY: dup2 is async-signal-safe; fd 3 is where systemd puts the
         // first socket.
         unsafe {
             c.pre_exec(move || {
-                if nix::libc::dup2(fd, 3) < 0 {
+                // dup2 onto itself would keep close-on-exec; clear it then.
+                let r = if fd == 3 {
+                    nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+                } else {
+                    nix::libc::dup2(fd, 3)
+                };
+                if r < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -323,20 +360,44 @@ fn hwid_explain_tells_what_changed() {
     let out = env.cli(&["hwid", "--json"]);
     let v = json(&out);
     assert_eq!(v["hardware_id"], env.payload().hardware_id.as_str());
-    assert_eq!(json(&env.cli(&["hwid", "--json"])), v, "same machine, same ID");
+    assert_eq!(
+        json(&env.cli(&["hwid", "--json"])),
+        v,
+        "same machine, same ID"
+    );
 
     let swapped = fixture("nic-swapped");
-    let out = env.cli(&["hwid", "--explain", file.to_str().unwrap(), "--root", swapped.to_str().unwrap(), "--json"]);
+    let out = env.cli(&[
+        "hwid",
+        "--explain",
+        file.to_str().unwrap(),
+        "--root",
+        swapped.to_str().unwrap(),
+        "--json",
+    ]);
     let e = json(&out);
     assert_eq!(e["verdict"], "partial");
     assert_eq!(e["signature_verified"], true);
     assert_eq!(e["missing"][0]["kind"], "mac");
     assert_eq!(e["added"][0]["kind"], "mac");
 
-    let out = env.cli(&["hwid", "--explain", file.to_str().unwrap(), "--root", swapped.to_str().unwrap()]);
+    let out = env.cli(&[
+        "hwid",
+        "--explain",
+        file.to_str().unwrap(),
+        "--root",
+        swapped.to_str().unwrap(),
+    ]);
     assert!(stdout(&out).contains("partial"), "{}", stdout(&out));
 
     let container = fixture("container");
-    let out = env.cli(&["hwid", "--explain", file.to_str().unwrap(), "--root", container.to_str().unwrap(), "--json"]);
+    let out = env.cli(&[
+        "hwid",
+        "--explain",
+        file.to_str().unwrap(),
+        "--root",
+        container.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(json(&out)["verdict"], "mismatch");
 }

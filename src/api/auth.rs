@@ -88,16 +88,36 @@ mod tests {
     fn root_and_own_uid_may_change() {
         let p = Policy::new("");
         let me = Uid::effective().as_raw();
-        assert!(p.may_change(&Peer { uid: 0, gid: 0, pid: None }).is_ok());
-        assert!(p.may_change(&Peer { uid: me, gid: 0, pid: None }).is_ok());
+        assert!(p
+            .may_change(&Peer {
+                uid: 0,
+                gid: 0,
+                pid: None
+            })
+            .is_ok());
+        assert!(p
+            .may_change(&Peer {
+                uid: me,
+                gid: 0,
+                pid: None
+            })
+            .is_ok());
     }
 
     #[test]
     fn others_may_not_without_the_group() {
         let p = Policy::new("");
-        let other = if Uid::effective().as_raw() == 65534 { 65533 } else { 65534 };
+        let other = if Uid::effective().as_raw() == 65534 {
+            65533
+        } else {
+            65534
+        };
         let err = p
-            .may_change(&Peer { uid: other, gid: 65534, pid: None })
+            .may_change(&Peer {
+                uid: other,
+                gid: 65534,
+                pid: None,
+            })
             .unwrap_err();
         assert!(err.contains("no admin group"), "{err}");
     }
@@ -107,9 +127,25 @@ mod tests {
         // The root group exists everywhere; a caller whose primary gid is
         // the admin group's gid is an admin.
         let p = Policy::new("root");
-        let other = if Uid::effective().as_raw() == 65534 { 65533 } else { 65534 };
-        assert!(p.may_change(&Peer { uid: other, gid: 0, pid: None }).is_ok());
-        assert!(p.may_change(&Peer { uid: other, gid: 65534, pid: None }).is_err());
+        let other = if Uid::effective().as_raw() == 65534 {
+            65533
+        } else {
+            65534
+        };
+        assert!(p
+            .may_change(&Peer {
+                uid: other,
+                gid: 0,
+                pid: None
+            })
+            .is_ok());
+        assert!(p
+            .may_change(&Peer {
+                uid: other,
+                gid: 65534,
+                pid: None
+            })
+            .is_err());
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub struct Client {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("the daemon is not running (no socket at {0}); start it with `systemctl start licagent`")]
+    #[error(
+        "the daemon is not running (no socket at {0}); start it with `systemctl start licagent`"
+    )]
     NotRunning(PathBuf),
     #[error("access denied to {0}: join the socket's group or run as root")]
     SocketDenied(PathBuf),
@@ -45,7 +47,8 @@ impl Client {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.call(Method::GET, path, Vec::new(), "application/json").await
+        self.call(Method::GET, path, Vec::new(), "application/json")
+            .await
     }
 
     pub async fn post<T: DeserializeOwned>(
@@ -64,7 +67,12 @@ impl Client {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<T, ClientError> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.call_inner(method, path, body, content_type)).await {
+        match tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.call_inner(method, path, body, content_type),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout),
         }
@@ -77,13 +85,17 @@ impl Client {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<T, ClientError> {
-        let stream = UnixStream::connect(&self.socket).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                ClientError::NotRunning(self.socket.clone())
-            }
-            std::io::ErrorKind::PermissionDenied => ClientError::SocketDenied(self.socket.clone()),
-            _ => self.protocol(e),
-        })?;
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    ClientError::NotRunning(self.socket.clone())
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    ClientError::SocketDenied(self.socket.clone())
+                }
+                _ => self.protocol(e),
+            })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.protocol(e))?;
@@ -97,7 +109,10 @@ impl Client {
             .header("content-type", content_type)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| self.protocol(e))?;
-        let resp = sender.send_request(req).await.map_err(|e| self.protocol(e))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| self.protocol(e))?;
         let status = resp.status();
         let bytes = resp
             .into_body()

@@ -36,7 +36,11 @@ type Resp = Response<Full<Bytes>>;
 
 /// Serves until `shutdown` turns true. Connections in flight finish on
 /// their own; new ones are no longer accepted.
-pub async fn serve(listener: UnixListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -99,7 +103,10 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
         (&Method::GET, "/v1/status") | (&Method::GET, "/v1/hwid") => Access::Read,
         (&Method::POST, "/v1/license") => Access::Change,
         (_, "/v1/status") | (_, "/v1/hwid") | (_, "/v1/license") => {
-            return error(StatusCode::METHOD_NOT_ALLOWED, &format!("{method} is not allowed on {path}"));
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{method} is not allowed on {path}"),
+            );
         }
         _ => return error(StatusCode::NOT_FOUND, &format!("no such API path: {path}")),
     };
@@ -132,7 +139,10 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
         "/v1/hwid" => json(StatusCode::OK, &agent.hardware()),
         "/v1/license" => {
             let Ok(text) = std::str::from_utf8(&body) else {
-                return error(StatusCode::BAD_REQUEST, "the license file is not UTF-8 text");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "the license file is not UTF-8 text",
+                );
             };
             match agent.import(text) {
                 Ok(status) => json(StatusCode::OK, &status),
@@ -148,9 +158,8 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
 
 fn import_status(e: &ImportError) -> StatusCode {
     match e {
-        ImportError::Invalid(LicenseError::NotALicense) | ImportError::Invalid(LicenseError::Damaged(_)) => {
-            StatusCode::BAD_REQUEST
-        }
+        ImportError::Invalid(LicenseError::NotALicense)
+        | ImportError::Invalid(LicenseError::Damaged(_)) => StatusCode::BAD_REQUEST,
         ImportError::Invalid(_) | ImportError::Older { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ImportError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -159,7 +168,10 @@ fn import_status(e: &ImportError) -> StatusCode {
 fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Resp {
     match serde_json::to_vec(body) {
         Ok(bytes) => respond(status, bytes),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the answer: {e}")),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot encode the answer: {e}"),
+        ),
     }
 }
 

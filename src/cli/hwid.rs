@@ -22,7 +22,12 @@ struct Explain<'a> {
     added: Vec<Component>,
 }
 
-pub fn run(config: &Config, json: bool, explain: Option<&Path>, root: Option<PathBuf>) -> Result<(), CliError> {
+pub fn run(
+    config: &Config,
+    json: bool,
+    explain: Option<&Path>,
+    root: Option<PathBuf>,
+) -> Result<(), CliError> {
     let root = root.unwrap_or_else(|| config.hwid.root.clone());
     let info = hwid::collect(&root).map_err(|e| CliError::Failed(e.to_string()))?;
     let Some(file) = explain else {
@@ -40,7 +45,8 @@ pub fn run(config: &Config, json: bool, explain: Option<&Path>, root: Option<Pat
     };
     let text = std::fs::read_to_string(file)
         .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", file.display())))?;
-    let (payload, verified) = read_payload(&text, config).map_err(|e| CliError::Refused(format!("{}: {e}", file.display())))?;
+    let (payload, verified) = read_payload(&text, config)
+        .map_err(|e| CliError::Refused(format!("{}: {e}", file.display())))?;
     let m = hwid::compare(&payload.hardware, &info.components);
     let out = Explain {
         license_id: &payload.license_id,
@@ -55,7 +61,10 @@ pub fn run(config: &Config, json: bool, explain: Option<&Path>, root: Option<Pat
     if json {
         return print_json(&out);
     }
-    println!("License:      {} (system {})", out.license_id, out.system_id);
+    println!(
+        "License:      {} (system {})",
+        out.license_id, out.system_id
+    );
     println!("Bound to:     {}", out.license_hardware_id);
     println!("This machine: {}", out.hardware_id);
     let verdict = match m.verdict {
@@ -79,7 +88,10 @@ pub fn run(config: &Config, json: bool, explain: Option<&Path>, root: Option<Pat
 /// The payload, verified when a trusted key is at hand. Explaining a file
 /// signed by an unknown key still helps a technician, so that case is shown
 /// (marked unverified) rather than refused; nothing is installed from it.
-fn read_payload(text: &str, config: &Config) -> Result<(LicensePayload, bool), license::LicenseError> {
+fn read_payload(
+    text: &str,
+    config: &Config,
+) -> Result<(LicensePayload, bool), license::LicenseError> {
     let ring = config.key_ring()?;
     match license::verify(text, &ring) {
         Ok(p) => Ok((p, true)),

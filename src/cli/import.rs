@@ -12,8 +12,10 @@ pub fn run(config: &Config, file: &Path, json: bool) -> Result<(), CliError> {
     let text = read_input(file)?;
     // A quick local look first, so that "this is not a license file" does
     // not need the daemon.
-    crate::license::parse(&text).map_err(|e| CliError::Refused(format!("{}: {e}", file.display())))?;
-    let status: Status = block_on(client(config).post("/v1/license", text.into_bytes(), "text/plain"))??;
+    crate::license::parse(&text)
+        .map_err(|e| CliError::Refused(format!("{}: {e}", file.display())))?;
+    let status: Status =
+        block_on(client(config).post("/v1/license", text.into_bytes(), "text/plain"))??;
     if json {
         print_json(&status)
     } else {
@@ -31,10 +33,13 @@ fn read_input(file: &Path) -> Result<String, CliError> {
         std::fs::File::open(file).and_then(|mut f| f.read_to_string(&mut text).map(|_| ()))
     };
     result.map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => CliError::Failed(format!("{} does not exist", file.display())),
-        std::io::ErrorKind::InvalidData => {
-            CliError::Refused(format!("{} is not a text file, so not a license file", file.display()))
+        std::io::ErrorKind::NotFound => {
+            CliError::Failed(format!("{} does not exist", file.display()))
         }
+        std::io::ErrorKind::InvalidData => CliError::Refused(format!(
+            "{} is not a text file, so not a license file",
+            file.display()
+        )),
         _ => CliError::Failed(format!("cannot read {}: {e}", file.display())),
     })?;
     Ok(text)

@@ -86,8 +86,12 @@ impl CliError {
         match self {
             CliError::Config(_) => EXIT_CONFIG,
             CliError::Client(ClientError::NotRunning(_)) => EXIT_NOT_RUNNING,
-            CliError::Client(ClientError::SocketDenied(_) | ClientError::Forbidden(_)) => EXIT_DENIED,
-            CliError::Client(ClientError::Refused { status, .. }) if status.is_client_error() => EXIT_REFUSED,
+            CliError::Client(ClientError::SocketDenied(_) | ClientError::Forbidden(_)) => {
+                EXIT_DENIED
+            }
+            CliError::Client(ClientError::Refused { status, .. }) if status.is_client_error() => {
+                EXIT_REFUSED
+            }
             CliError::Refused(_) => EXIT_REFUSED,
             CliError::Client(_) | CliError::Failed(_) => EXIT_FAILURE,
         }
@@ -118,7 +122,11 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Run => run::run(config, cli.config),
         Command::Status { json } => status::run(&config, json),
         Command::Import { file, json } => import::run(&config, &file, json),
-        Command::Hwid { json, explain, root } => hwid::run(&config, json, explain.as_deref(), root),
+        Command::Hwid {
+            json,
+            explain,
+            root,
+        } => hwid::run(&config, json, explain.as_deref(), root),
     }
 }
 

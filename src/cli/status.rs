@@ -30,7 +30,10 @@ pub fn print_human(s: &Status) {
     println!("Hardware ID:  {}{hw_note}", s.hardware_id);
     if let Some(l) = &s.license {
         println!("PBX:          {} (system {})", l.pbx_name, l.system_id);
-        println!("License:      {} ({:?}, {:?} term)", l.license_id, l.kind, l.term);
+        println!(
+            "License:      {} ({:?}, {:?} term)",
+            l.license_id, l.kind, l.term
+        );
         println!(
             "Expires:      {}",
             l.expires_at.as_deref().unwrap_or("never (lifetime)")

@@ -149,7 +149,9 @@ impl Agent {
         let payload = license::verify(text, &inner.ring)?;
         let validity = license::check(&payload, &inner.hw.components, now)?;
         if let Some(cur) = &inner.license {
-            if cur.payload.system_id == payload.system_id && payload.issued_at < cur.payload.issued_at {
+            if cur.payload.system_id == payload.system_id
+                && payload.issued_at < cur.payload.issued_at
+            {
                 return Err(ImportError::Older {
                     new: payload.license_id.clone(),
                     installed: cur.payload.license_id.clone(),
@@ -213,7 +215,11 @@ impl Agent {
         if let Some(end) = p.term.ends_at {
             times.push(end);
         }
-        times.into_iter().filter(|t| *t > now).min().map(|t| t - now)
+        times
+            .into_iter()
+            .filter(|t| *t > now)
+            .min()
+            .map(|t| t - now)
     }
 }
 
@@ -250,14 +256,20 @@ impl Inner {
     fn load_current(&mut self, now: i64) -> Result<(), StoreError> {
         self.license = None;
         let Some(stored) = self.store.current_license()? else {
-            self.set_state(LicenseState::Unlicensed, Some("no license is installed".into()));
+            self.set_state(
+                LicenseState::Unlicensed,
+                Some("no license is installed".into()),
+            );
             return Ok(());
         };
         let payload = match license::verify(&stored.armored, &self.ring) {
             Ok(p) => p,
             Err(e) => {
                 warn!(license_id = %stored.license_id, "the installed license is not accepted: {e}");
-                self.set_state(LicenseState::Unlicensed, Some(format!("the installed license is not accepted: {e}")));
+                self.set_state(
+                    LicenseState::Unlicensed,
+                    Some(format!("the installed license is not accepted: {e}")),
+                );
                 return Ok(());
             }
         };
@@ -265,8 +277,15 @@ impl Inner {
             Ok(v) => v.hardware,
             Err(LicenseError::Expired(at)) => {
                 let hw = hwid::compare(&payload.hardware, &self.hw.components);
-                self.license = Some(Loaded { payload, stored, hw });
-                self.set_state(LicenseState::Expired, Some(format!("the term ended at {at}")));
+                self.license = Some(Loaded {
+                    payload,
+                    stored,
+                    hw,
+                });
+                self.set_state(
+                    LicenseState::Expired,
+                    Some(format!("the term ended at {at}")),
+                );
                 return Ok(());
             }
             Err(e) => {
@@ -280,7 +299,11 @@ impl Inner {
             Some(_) => LicenseState::Revoked,
             None => state::state_at(&payload, now),
         };
-        self.license = Some(Loaded { payload, stored, hw });
+        self.license = Some(Loaded {
+            payload,
+            stored,
+            hw,
+        });
         let reason = self.reason_for(state, now, revoked);
         self.set_state(state, reason);
         Ok(())
@@ -361,7 +384,12 @@ impl Inner {
 fn summary(l: &Loaded, state: LicenseState, now: i64) -> LicenseSummary {
     let p = &l.payload;
     let grace_end = p.refresh_due.map(|d| d.saturating_add(p.grace_secs));
-    let mut changed: Vec<_> = l.hw.missing.iter().chain(&l.hw.added).map(|c| c.kind).collect();
+    let mut changed: Vec<_> =
+        l.hw.missing
+            .iter()
+            .chain(&l.hw.added)
+            .map(|c| c.kind)
+            .collect();
     changed.sort();
     changed.dedup();
     LicenseSummary {
@@ -423,7 +451,11 @@ pub fn collect_hardware(root: &Path) -> HardwareInfo {
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),

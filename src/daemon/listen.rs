@@ -26,7 +26,8 @@ pub struct SocketFile {
 /// The first socket systemd passed (LISTEN_FDS/LISTEN_PID), if any. Must run
 /// before threads start: it unsets the variables.
 pub fn take_passed_socket() -> Result<Option<StdListener>, String> {
-    let mut fds = sd_notify::listen_fds().map_err(|e| format!("bad socket activation variables: {e}"))?;
+    let mut fds =
+        sd_notify::listen_fds().map_err(|e| format!("bad socket activation variables: {e}"))?;
     let Some(fd) = fds.next() else {
         return Ok(None);
     };
@@ -51,8 +52,9 @@ impl Socket {
             });
         }
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create the socket directory {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                format!("cannot create the socket directory {}: {e}", dir.display())
+            })?;
         }
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(&path).is_ok() {
@@ -67,7 +69,9 @@ impl Socket {
         }
         let listener = UnixListener::bind(&path)
             .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-        let mode = config.socket_mode().unwrap_or(crate::config::DEFAULT_SOCKET_MODE);
+        let mode = config
+            .socket_mode()
+            .unwrap_or(crate::config::DEFAULT_SOCKET_MODE);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
         if !config.api.socket_group.is_empty() {

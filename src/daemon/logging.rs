@@ -1,6 +1,7 @@
 //! Logs: structured records to journald when running under systemd, a plain
 //! formatter on stderr otherwise. The level can change on reload.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -29,6 +30,7 @@ pub fn init(level: &str) {
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
                     .with_target(false)
+                    .with_ansi(std::io::stderr().is_terminal())
                     .boxed(),
             )
             .try_init(),

@@ -66,15 +66,24 @@ async fn run_async(
         policy: RwLock::new(Policy::new(&config.api.admin_group)),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let listen::Socket { listener, file: socket } = socket;
+    let listen::Socket {
+        listener,
+        file: socket,
+    } = socket;
     let server = tokio::spawn(crate::api::serve(listener, shared.clone(), stop_rx));
 
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| DaemonError::Listen(e.to_string()))?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| DaemonError::Listen(e.to_string()))?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Listen(e.to_string()))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| DaemonError::Listen(e.to_string()))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| DaemonError::Listen(e.to_string()))?;
+    let mut sighup =
+        signal(SignalKind::hangup()).map_err(|e| DaemonError::Listen(e.to_string()))?;
 
     info!(socket = %socket.path.display(), "licagent ready");
-    notify(&[NotifyState::Ready, NotifyState::Status(&status_line(&agent))]);
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&status_line(&agent)),
+    ]);
 
     // The watchdog is pinged at half its period from the main loop, so a
     // wedged loop stops the pings and systemd restarts the service.
@@ -130,7 +139,10 @@ fn reload(old: Config, path: Option<&Path>, agent: &Agent, shared: &Shared) -> C
             return old;
         }
     };
-    if new.paths != old.paths || new.api.socket_mode != old.api.socket_mode || new.api.socket_group != old.api.socket_group {
+    if new.paths != old.paths
+        || new.api.socket_mode != old.api.socket_mode
+        || new.api.socket_group != old.api.socket_group
+    {
         warn!("SIGHUP: path and socket settings change only on restart");
     }
     if let Err(e) = logging::set_level(&new.log.level) {

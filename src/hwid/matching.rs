@@ -9,11 +9,12 @@
 //!   least one bound anchor is still present and at least half (rounded up) of
 //!   the bound non-anchor components are still present; else Mismatch.
 //! - If the bound set holds no anchor: Partial when strictly more than half of
-//!   the bound components are still present; else Mismatch.
+//!   the bound components are still present and one of those is not the CPU
+//!   model (thousands of machines share a CPU model); else Mismatch.
 
 use std::collections::BTreeSet;
 
-use super::{Component, HwMatch, MatchVerdict};
+use super::{Component, ComponentKind, HwMatch, MatchVerdict};
 
 /// Compares under the documented rule (docs/hwid.md).
 pub fn compare(bound: &[Component], current: &[Component]) -> HwMatch {
@@ -46,7 +47,10 @@ fn tolerated(bound: &BTreeSet<&Component>, current: &BTreeSet<&Component>) -> bo
     if anchors.is_empty() {
         // Without an anchor only a majority protects against a different
         // machine that happens to share a CPU model or a cloned NIC.
-        held(&others) * 2 > others.len()
+        let strong_held = others
+            .iter()
+            .any(|c| c.kind != ComponentKind::Cpu && current.contains(*c));
+        held(&others) * 2 > others.len() && strong_held
     } else {
         held(&anchors) >= 1 && held(&others) >= others.len().div_ceil(2)
     }
@@ -64,6 +68,19 @@ mod tests {
     fn sorted(mut v: Vec<Component>) -> Vec<Component> {
         v.sort();
         v
+    }
+
+    #[test]
+    fn cpu_model_alone_never_carries_a_partial_match() {
+        // A container bound only to its CPU model must not move to every
+        // machine with the same CPU.
+        let bound = vec![c(Cpu, "x")];
+        let other_box = vec![c(Cpu, "x"), c(Mac, "b"), c(MachineId, "n")];
+        assert_eq!(compare(&bound, &other_box).verdict, MatchVerdict::Mismatch);
+        assert_eq!(compare(&bound, &bound).verdict, MatchVerdict::Match);
+        let bound = vec![c(Cpu, "x"), c(Mac, "a"), c(BoardSerial, "s")];
+        let current = vec![c(Cpu, "x"), c(Mac, "a"), c(BoardSerial, "t")];
+        assert_eq!(compare(&bound, &current).verdict, MatchVerdict::Partial);
     }
 
     #[test]

@@ -162,7 +162,9 @@ pub fn payload_for(components: &[Component]) -> LicensePayload {
 
 /// Runs a command to completion, killing it after [`WAIT`].
 pub fn run_with_timeout(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     let start = Instant::now();
     loop {
@@ -192,9 +194,8 @@ pub fn stderr(o: &Output) -> String {
 
 /// Parses JSON stdout, with the whole output in the panic message.
 pub fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): stdout {} stderr {}", stdout(o), stderr(o))
-    })
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): stdout {} stderr {}", stdout(o), stderr(o)))
 }
 
 /// The real daemon, with a notify socket standing in for systemd.
@@ -213,15 +214,34 @@ impl Daemon {
         Daemon::start_cmd(env, env_vars, |c| c)
     }
 
+    /// Wraps the daemon command in `sh -c 'VAR=$$ exec ...'`, so that VAR
+    /// holds the daemon's own pid (LISTEN_PID, WATCHDOG_PID).
+    pub fn with_own_pid(cmd: &mut Command, var: &str) {
+        let prog = cmd.get_program().to_owned();
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!("{var}=$$ exec \"$0\" \"$@\""))
+            .arg(prog)
+            .args(args);
+        *cmd = sh;
+    }
+
     /// Starts the daemon through `wrap`, which may change the command (a
     /// shell wrapper for LISTEN_PID, an extra fd).
-    pub fn start_cmd(env: &Env, env_vars: &[(&str, &str)], wrap: impl FnOnce(&mut Command) -> &mut Command) -> Daemon {
+    pub fn start_cmd(
+        env: &Env,
+        env_vars: &[(&str, &str)],
+        wrap: impl FnOnce(&mut Command) -> &mut Command,
+    ) -> Daemon {
         static STARTS: AtomicUsize = AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, Ordering::Relaxed);
         let notify_path = env.dir.path().join(format!("notify-{n}.sock"));
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
-        notify.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let log = env.dir.path().join("daemon.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -229,10 +249,11 @@ impl Daemon {
             .open(&log)
             .unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(&env.config)
-            .arg("run")
-            .env("NOTIFY_SOCKET", &notify_path)
+        cmd.arg("--config").arg(&env.config).arg("run");
+        // The wrapper may replace the command; environment and stdio go on
+        // whatever it returns.
+        let cmd = wrap(&mut cmd);
+        cmd.env("NOTIFY_SOCKET", &notify_path)
             .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -240,7 +261,7 @@ impl Daemon {
         for (k, v) in env_vars {
             cmd.env(k, v);
         }
-        let child = wrap(&mut cmd).spawn().expect("spawn daemon");
+        let child = cmd.spawn().expect("spawn daemon");
         Daemon {
             child,
             notify,
@@ -259,7 +280,10 @@ impl Daemon {
         let mut buf = vec![0u8; 4096];
         while start.elapsed() < WAIT {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("daemon exited with {status} before {needle:?}; log:\n{}", self.log());
+                panic!(
+                    "daemon exited with {status} before {needle:?}; log:\n{}",
+                    self.log()
+                );
             }
             if let Ok(n) = self.notify.recv(&mut buf) {
                 let m = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -269,7 +293,10 @@ impl Daemon {
                 }
             }
         }
-        panic!("no {needle:?} from the daemon within {WAIT:?}; log:\n{}", self.log());
+        panic!(
+            "no {needle:?} from the daemon within {WAIT:?}; log:\n{}",
+            self.log()
+        );
     }
 
     pub fn await_ready(&mut self) {
@@ -293,12 +320,17 @@ impl Daemon {
             if let Some(s) = self.child.try_wait().unwrap() {
                 break s;
             }
-            assert!(start.elapsed() < WAIT, "daemon did not stop; log:\n{}", self.log());
+            assert!(
+                start.elapsed() < WAIT,
+                "daemon did not stop; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         let mut buf = vec![0u8; 4096];
         while let Ok(n) = self.notify.recv(&mut buf) {
-            self.messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            self.messages
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
         status
     }
