@@ -9,8 +9,10 @@ pub mod state;
 
 pub use file::{
     check, parse, sign, verify, KeyRing, LicenseError, PublicKey, SignedLicense, SigningKey,
-    Validity,
+    Validity, MAX_CLOCK_SKEW_SECS, SIGNING_DOMAIN,
 };
-pub use payload::{CatalogEntry, EntryKind, Enforcement, LicenseKind, LicensePayload, Term, TermKind};
 pub use key::{KeyError, PortalKey};
-pub use state::{Event, LicenseState};
+pub use payload::{
+    CatalogEntry, Enforcement, EntryKind, LicenseKind, LicensePayload, Term, TermKind,
+};
+pub use state::{expiry_reason, state_at, transition, Event, LicenseState};
