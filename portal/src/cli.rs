@@ -170,6 +170,8 @@ pub enum CliError {
     },
     #[error("the signing key {0} is damaged: {1}")]
     SigningKey(PathBuf, LicenseError),
+    #[error("cannot make a signing key: {0}")]
+    KeyGen(LicenseError),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
@@ -331,7 +333,7 @@ fn init(
     tls::server_config(&cert_path, &key_path)?;
 
     Db::open(&data.join(DB_FILE))?;
-    let (key, pkcs8) = SigningKey::generate();
+    let (key, pkcs8) = SigningKey::try_generate().map_err(CliError::KeyGen)?;
     write_private(&data.join(KEY_FILE), &pkcs8)?;
     let public = key.public_key();
     let ca_text = ca_path
@@ -380,7 +382,7 @@ fn pbx(data: &Path, cmd: PbxCommand, out: Output) -> Result<(), CliError> {
             let addons = parse_order_counts(&o.addons, CountKind::Addons)?.unwrap_or_default();
             // A serial or key collision is astronomically rare; draw again.
             for _ in 0..5 {
-                let key = PortalKey::generate();
+                let key = PortalKey::try_generate().map_err(|_| OrderError::Random)?;
                 let p = NewPbx {
                     serial: order::new_serial()?,
                     key: key.as_str().to_string(),

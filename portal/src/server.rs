@@ -328,7 +328,16 @@ fn dispatch(
     let mut issuer = Issuer::new(&state.key);
     match fault {
         Fault::UnknownSigner => {
-            throwaway = SigningKey::generate().0;
+            throwaway = SigningKey::try_generate()
+                .map_err(|e| {
+                    tracing::error!("{e}");
+                    ApiError {
+                        code: wire::ErrorCode::Internal,
+                        message: "the portal failed to make a key; try again later".into(),
+                        revocation: None,
+                    }
+                })?
+                .0;
             issuer.license_key = &throwaway;
         }
         Fault::WrongNonce => issuer.nonce_override = Some(wire::new_nonce()),
