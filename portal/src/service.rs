@@ -1,0 +1,761 @@
+//! The protocol's decisions, independent of HTTP: who may activate, refresh
+//! or deactivate, and what license they get. The HTTPS server and the
+//! offline CLI both call these, so an offline activation binds and issues
+//! exactly like `/v1/activate`.
+
+use licagent::hwid;
+use licagent::license::{self, LicenseKind, LicensePayload, PortalKey, PublicKey, SigningKey};
+use licagent::portal::wire::{
+    self, ActivateRequest, DeactivateRequest, DeactivateResponse, ErrorBody, ErrorCode,
+    RefreshRequest, Revocation, SignedRevocation, MAX_CLOCK_SKEW_SECS,
+};
+
+use crate::db::{Binding, Db, DbError, Pbx};
+use crate::order;
+
+/// A refusal, as the wire carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub revocation: Option<SignedRevocation>,
+}
+
+impl ApiError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+            revocation: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            revocation: self.revocation.clone(),
+            ..ErrorBody::new(self.code, self.message.clone())
+        }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> ApiError {
+        // The detail goes to the portal's log, not to the device.
+        tracing::error!("{e}");
+        ApiError::new(
+            ErrorCode::Internal,
+            "the portal failed to process the request; try again later",
+        )
+    }
+}
+
+impl From<order::OrderError> for ApiError {
+    fn from(e: order::OrderError) -> ApiError {
+        tracing::error!("{e}");
+        ApiError::new(
+            ErrorCode::Internal,
+            "the portal failed to process the request; try again later",
+        )
+    }
+}
+
+/// How the licenses of one request are made: normally with the portal's key
+/// and the request's nonce; the fault knob changes either.
+pub struct Issuer<'a> {
+    /// Signs licenses.
+    pub license_key: &'a SigningKey,
+    /// Signs revocations: always the portal's real key.
+    pub portal_key: &'a SigningKey,
+    /// Put this nonce into licenses instead of the request's.
+    pub nonce_override: Option<String>,
+}
+
+impl<'a> Issuer<'a> {
+    pub fn new(key: &'a SigningKey) -> Issuer<'a> {
+        Issuer {
+            license_key: key,
+            portal_key: key,
+            nonce_override: None,
+        }
+    }
+}
+
+/// Whether a request may move a PBX that is bound to other hardware.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Activate,
+    Rehost,
+}
+
+fn revoked_error(
+    issuer: &Issuer<'_>,
+    revocation: Revocation,
+    message: impl Into<String>,
+) -> ApiError {
+    ApiError {
+        code: ErrorCode::Revoked,
+        message: message.into(),
+        revocation: Some(SignedRevocation::sign(&revocation, issuer.portal_key)),
+    }
+}
+
+fn check_hardware(hardware_id: &str, components: &[hwid::Component]) -> Result<(), ApiError> {
+    if components.is_empty() {
+        return Err(ApiError::bad_request(
+            "the request lists no hardware components",
+        ));
+    }
+    if hwid::hardware_id(components) != hardware_id {
+        return Err(ApiError::bad_request(
+            "the hardware ID does not match the components sent with it",
+        ));
+    }
+    Ok(())
+}
+
+fn check_nonce(nonce: &str) -> Result<(), ApiError> {
+    if !wire::nonce_is_valid(nonce) {
+        return Err(ApiError::bad_request(
+            "the nonce must be base64 of 16 random bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// Builds and signs a license for the PBX as it is ordered now.
+fn issue(
+    db: &Db,
+    issuer: &Issuer<'_>,
+    pbx: &Pbx,
+    binding: &Binding,
+    nonce: &str,
+    now: i64,
+) -> Result<String, ApiError> {
+    let settings = db.settings()?;
+    let license_id = order::new_license_id()?;
+    let payload = LicensePayload {
+        format: license::payload::PAYLOAD_FORMAT,
+        license_id: license_id.clone(),
+        system_id: pbx.serial.clone(),
+        pbx_name: pbx.name.clone(),
+        hardware_id: binding.hardware_id.clone(),
+        hardware: binding.components.clone(),
+        kind: LicenseKind::Full,
+        issued_at: now,
+        term: pbx.term,
+        refresh_due: Some(now.saturating_add(settings.refresh_secs)),
+        grace_secs: settings.grace_secs,
+        enforcement: pbx.enforcement,
+        seats: pbx.seats.clone(),
+        addons: pbx.addons.clone(),
+        catalog: order::catalog(),
+        device_public_key: Some(binding.device_public_key.clone()),
+        nonce: Some(
+            issuer
+                .nonce_override
+                .clone()
+                .unwrap_or_else(|| nonce.to_string()),
+        ),
+    };
+    let armored = license::sign(&payload, issuer.license_key);
+    db.record_license(&license_id, &pbx.serial, &binding.hardware_id, now)?;
+    tracing::info!(
+        serial = %pbx.serial, license_id = %license_id, hardware_id = %binding.hardware_id,
+        "issued license"
+    );
+    Ok(armored)
+}
+
+/// `/v1/activate` and `/v1/rehost`: binds the PBX of `req.key` to the
+/// requesting machine and issues its license.
+pub fn activate(
+    db: &Db,
+    issuer: &Issuer<'_>,
+    req: &ActivateRequest,
+    mode: Mode,
+    now: i64,
+) -> Result<String, ApiError> {
+    check_nonce(&req.nonce)?;
+    check_hardware(&req.hardware_id, &req.components)?;
+    PublicKey::from_base64(&req.device_public_key)
+        .map_err(|_| ApiError::bad_request("the device public key must be base64 of 32 bytes"))?;
+    let key = PortalKey::parse(&req.key).map_err(|e| {
+        ApiError::new(
+            ErrorCode::UnknownKey,
+            format!("the PBX key is not valid ({e}); check it in the portal"),
+        )
+    })?;
+    let pbx = db.pbx_by_key(key.as_str())?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::UnknownKey,
+            format!(
+                "no PBX has the key ending in {}; check it in the portal",
+                key.redacted()
+            ),
+        )
+    })?;
+    if let Some(r) = &pbx.revoked {
+        return Err(revoked_error(
+            issuer,
+            Revocation {
+                system_id: pbx.serial.clone(),
+                nonce: req.nonce.clone(),
+                revoked_at: r.at,
+                reason: r.reason.clone(),
+                moved_to: None,
+            },
+            format!("the PBX {} was revoked: {}", pbx.serial, r.reason),
+        ));
+    }
+    if let Some(bound) = &pbx.binding {
+        if bound.hardware_id != req.hardware_id {
+            match mode {
+                Mode::Activate => {
+                    return Err(ApiError::new(
+                        ErrorCode::BoundElsewhere,
+                        format!(
+                            "the PBX {} is activated on another machine; to move it here, run `licagent activate KEY --rehost`",
+                            pbx.serial
+                        ),
+                    ))
+                }
+                Mode::Rehost => {
+                    db.release(&pbx.serial, now, "rehosted", Some(&req.hardware_id))?;
+                    tracing::info!(
+                        serial = %pbx.serial, from = %bound.hardware_id, to = %req.hardware_id,
+                        "rehosted"
+                    );
+                }
+            }
+        }
+    }
+    // Same machine again keeps its first binding time.
+    let bound_at = match &pbx.binding {
+        Some(b) if b.hardware_id == req.hardware_id => b.bound_at,
+        _ => now,
+    };
+    let binding = Binding {
+        hardware_id: req.hardware_id.clone(),
+        components: req.components.clone(),
+        device_public_key: req.device_public_key.clone(),
+        bound_at,
+    };
+    db.bind(&pbx.serial, &binding)?;
+    issue(db, issuer, &pbx, &binding, &req.nonce, now)
+}
+
+/// How a signed request's device was recognised.
+enum Signer {
+    /// The device of the current binding.
+    Current(Binding),
+    /// A device whose binding was released; it learns it is revoked.
+    Past(crate::db::PastBinding),
+}
+
+fn authenticate(db: &Db, pbx: &Pbx, body: &[u8], sig: Option<&str>) -> Result<Signer, ApiError> {
+    let sig = sig.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::BadSignature,
+            format!("the request carries no {} header", wire::SIGNATURE_HEADER),
+        )
+    })?;
+    let verifies = |key_b64: &str| {
+        PublicKey::from_base64(key_b64)
+            .map(|k| wire::verify_request(body, sig, &k))
+            .unwrap_or(false)
+    };
+    if let Some(b) = &pbx.binding {
+        if verifies(&b.device_public_key) {
+            return Ok(Signer::Current(b.clone()));
+        }
+    }
+    for past in db.history(&pbx.serial)? {
+        if verifies(&past.device_public_key) {
+            return Ok(Signer::Past(past));
+        }
+    }
+    Err(ApiError::new(
+        ErrorCode::BadSignature,
+        format!(
+            "the request is not signed by the device registered for {}",
+            pbx.serial
+        ),
+    ))
+}
+
+/// Clock and replay rules of signed requests.
+fn check_fresh(db: &Db, serial: &str, nonce: &str, sent_at: i64, now: i64) -> Result<(), ApiError> {
+    check_nonce(nonce)?;
+    if (sent_at - now).abs() > MAX_CLOCK_SKEW_SECS {
+        return Err(ApiError::new(
+            ErrorCode::StaleRequest,
+            format!(
+                "the request was sent at {} but the portal's time is {}; check the PBX clock",
+                licagent::time::rfc3339(sent_at),
+                licagent::time::rfc3339(now)
+            ),
+        ));
+    }
+    if !db.use_nonce(serial, nonce, now)? {
+        return Err(ApiError::new(
+            ErrorCode::Replayed,
+            "this request was received before (its nonce is not new)",
+        ));
+    }
+    Ok(())
+}
+
+fn unknown_system(serial: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::UnknownSystem,
+        format!("the portal knows no system {serial}"),
+    )
+}
+
+/// The revocation a released device gets.
+fn past_revocation(
+    issuer: &Issuer<'_>,
+    serial: &str,
+    past: &crate::db::PastBinding,
+    nonce: &str,
+) -> ApiError {
+    let message = match &past.moved_to {
+        Some(hw) => format!("the PBX {serial} was moved to another machine ({hw})"),
+        None => format!("the PBX {serial} was {} on this machine", past.reason),
+    };
+    revoked_error(
+        issuer,
+        Revocation {
+            system_id: serial.to_string(),
+            nonce: nonce.to_string(),
+            revoked_at: past.released_at,
+            reason: past.reason.clone(),
+            moved_to: past.moved_to.clone(),
+        },
+        message,
+    )
+}
+
+/// `/v1/refresh`: `body` is the exact bytes that were signed.
+pub fn refresh(
+    db: &Db,
+    issuer: &Issuer<'_>,
+    body: &[u8],
+    sig: Option<&str>,
+    now: i64,
+) -> Result<String, ApiError> {
+    let req: RefreshRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the refresh request is not valid: {e}")))?;
+    let pbx = db
+        .pbx_by_serial(&req.system_id)?
+        .ok_or_else(|| unknown_system(&req.system_id))?;
+    let signer = authenticate(db, &pbx, body, sig)?;
+    check_fresh(db, &pbx.serial, &req.nonce, req.sent_at, now)?;
+    let binding = match signer {
+        Signer::Past(past) => return Err(past_revocation(issuer, &pbx.serial, &past, &req.nonce)),
+        Signer::Current(b) => b,
+    };
+    if let Some(r) = &pbx.revoked {
+        return Err(revoked_error(
+            issuer,
+            Revocation {
+                system_id: pbx.serial.clone(),
+                nonce: req.nonce.clone(),
+                revoked_at: r.at,
+                reason: r.reason.clone(),
+                moved_to: None,
+            },
+            format!("the PBX {} was revoked: {}", pbx.serial, r.reason),
+        ));
+    }
+    check_hardware(&req.hardware_id, &req.components)?;
+    // The device key proves the machine; its hardware may have drifted
+    // (a NIC swapped), and the new license describes it as it is now.
+    db.record_refresh(
+        &pbx.serial,
+        now,
+        &req.seats_in_use,
+        &req.license_id,
+        &req.hardware_id,
+        &req.components,
+    )?;
+    let binding = Binding {
+        hardware_id: req.hardware_id.clone(),
+        components: req.components.clone(),
+        ..binding
+    };
+    issue(db, issuer, &pbx, &binding, &req.nonce, now)
+}
+
+/// `/v1/deactivate`: releases the binding so that another machine can
+/// activate with the key.
+pub fn deactivate(
+    db: &Db,
+    body: &[u8],
+    sig: Option<&str>,
+    now: i64,
+) -> Result<DeactivateResponse, ApiError> {
+    let req: DeactivateRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the deactivate request is not valid: {e}")))?;
+    let pbx = db
+        .pbx_by_serial(&req.system_id)?
+        .ok_or_else(|| unknown_system(&req.system_id))?;
+    let signer = authenticate(db, &pbx, body, sig)?;
+    check_fresh(db, &pbx.serial, &req.nonce, req.sent_at, now)?;
+    match signer {
+        Signer::Current(b) => {
+            db.release(&pbx.serial, now, "deactivated", None)?;
+            tracing::info!(serial = %pbx.serial, hardware_id = %b.hardware_id, "deactivated");
+        }
+        // Released already (moved or deactivated before): what the device
+        // asks for is true, so say so.
+        Signer::Past(_) => {}
+    }
+    Ok(DeactivateResponse { released: true })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::NewPbx;
+    use licagent::hwid::{Component, ComponentKind};
+    use licagent::license::{Enforcement, KeyRing, Term, TermKind};
+    use std::collections::BTreeMap;
+
+    const NOW: i64 = 1_700_000_000;
+
+    struct Env {
+        _dir: tempfile::TempDir,
+        db: Db,
+        key: SigningKey,
+        ring: KeyRing,
+        portal_key: PortalKey,
+        serial: String,
+    }
+
+    fn env() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("portal.db")).unwrap();
+        db.add_customer("ACME", NOW).unwrap();
+        let portal_key = PortalKey::generate();
+        db.add_pbx(&NewPbx {
+            serial: "SYS-TEST-0001".into(),
+            key: portal_key.as_str().into(),
+            customer: "ACME".into(),
+            name: "Head office".into(),
+            term: Term {
+                kind: TermKind::Yearly,
+                ends_at: order::term_ends_at(TermKind::Yearly, NOW),
+            },
+            enforcement: Enforcement::Soft,
+            seats: BTreeMap::from([("premium".into(), 5)]),
+            addons: BTreeMap::new(),
+            created_at: NOW,
+        })
+        .unwrap();
+        let (key, _) = SigningKey::generate();
+        let mut ring = KeyRing::empty();
+        ring.add(key.public_key());
+        Env {
+            _dir: dir,
+            db,
+            key,
+            ring,
+            portal_key,
+            serial: "SYS-TEST-0001".into(),
+        }
+    }
+
+    struct Device {
+        key: SigningKey,
+        components: Vec<Component>,
+    }
+
+    fn device(mac: &str) -> Device {
+        Device {
+            key: SigningKey::generate().0,
+            components: vec![hwid::hash_component(ComponentKind::Mac, mac)],
+        }
+    }
+
+    fn activation(env: &Env, dev: &Device) -> ActivateRequest {
+        ActivateRequest {
+            key: env.portal_key.to_string().to_lowercase(),
+            hardware_id: hwid::hardware_id(&dev.components),
+            components: dev.components.clone(),
+            device_public_key: dev.key.public_key().to_base64(),
+            nonce: wire::new_nonce(),
+            agent_version: "test".into(),
+        }
+    }
+
+    fn refresh_body(env: &Env, dev: &Device, sent_at: i64) -> Vec<u8> {
+        serde_json::to_vec(&RefreshRequest {
+            system_id: env.serial.clone(),
+            license_id: "lic-x".into(),
+            hardware_id: hwid::hardware_id(&dev.components),
+            components: dev.components.clone(),
+            seats_in_use: BTreeMap::from([("premium".into(), 2)]),
+            nonce: wire::new_nonce(),
+            sent_at,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn activation_issues_a_bound_license() {
+        let env = env();
+        let dev = device("00:11:22:33:44:55");
+        let req = activation(&env, &dev);
+        let text = activate(&env.db, &Issuer::new(&env.key), &req, Mode::Activate, NOW).unwrap();
+        let p = license::verify(&text, &env.ring).unwrap();
+        assert_eq!(p.system_id, env.serial);
+        assert_eq!(p.hardware_id, req.hardware_id);
+        assert_eq!(p.nonce.as_deref(), Some(req.nonce.as_str()));
+        assert_eq!(
+            p.device_public_key.as_deref(),
+            Some(req.device_public_key.as_str())
+        );
+        assert_eq!(p.refresh_due, Some(NOW + crate::db::DEFAULT_REFRESH_SECS));
+        assert_eq!(p.seats["premium"], 5);
+        let bound = env.db.pbx(&env.serial).unwrap().binding.unwrap();
+        assert_eq!(bound.hardware_id, req.hardware_id);
+    }
+
+    #[test]
+    fn activation_checks_its_input() {
+        let env = env();
+        let dev = device("00:11:22:33:44:55");
+        let issuer = Issuer::new(&env.key);
+        let code = |req: &ActivateRequest| {
+            activate(&env.db, &issuer, req, Mode::Activate, NOW)
+                .unwrap_err()
+                .code
+        };
+        let mut req = activation(&env, &dev);
+        req.hardware_id = "0".repeat(64);
+        assert_eq!(code(&req), ErrorCode::BadRequest);
+        let mut req = activation(&env, &dev);
+        req.nonce = "short".into();
+        assert_eq!(code(&req), ErrorCode::BadRequest);
+        let mut req = activation(&env, &dev);
+        req.device_public_key = "AAAA".into();
+        assert_eq!(code(&req), ErrorCode::BadRequest);
+        let mut req = activation(&env, &dev);
+        req.key = PortalKey::generate().to_string();
+        assert_eq!(code(&req), ErrorCode::UnknownKey);
+        assert_eq!(env.db.pbx(&env.serial).unwrap().binding, None);
+    }
+
+    #[test]
+    fn another_machine_needs_rehost_and_the_old_one_learns_it() {
+        let env = env();
+        let issuer = Issuer::new(&env.key);
+        let old = device("00:11:22:33:44:55");
+        let new = device("66:77:88:99:aa:bb");
+        activate(
+            &env.db,
+            &issuer,
+            &activation(&env, &old),
+            Mode::Activate,
+            NOW,
+        )
+        .unwrap();
+        // Same machine again is fine.
+        activate(
+            &env.db,
+            &issuer,
+            &activation(&env, &old),
+            Mode::Activate,
+            NOW,
+        )
+        .unwrap();
+        let err = activate(
+            &env.db,
+            &issuer,
+            &activation(&env, &new),
+            Mode::Activate,
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::BoundElsewhere);
+        assert!(err.message.contains("--rehost"), "{}", err.message);
+        let new_req = activation(&env, &new);
+        activate(&env.db, &issuer, &new_req, Mode::Rehost, NOW).unwrap();
+        // The old box's next refresh is answered with a signed revocation.
+        let body = refresh_body(&env, &old, NOW);
+        let sig = wire::sign_request(&body, &old.key);
+        let err = refresh(&env.db, &issuer, &body, Some(&sig), NOW).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Revoked);
+        let req: RefreshRequest = serde_json::from_slice(&body).unwrap();
+        let rev = err
+            .revocation
+            .unwrap()
+            .verify_for(&env.ring, &env.serial, &req.nonce)
+            .unwrap();
+        assert_eq!(rev.moved_to, Some(new_req.hardware_id));
+    }
+
+    #[test]
+    fn refresh_authenticates_and_checks_clock_and_replay() {
+        let env = env();
+        let issuer = Issuer::new(&env.key);
+        let dev = device("00:11:22:33:44:55");
+        activate(
+            &env.db,
+            &issuer,
+            &activation(&env, &dev),
+            Mode::Activate,
+            NOW,
+        )
+        .unwrap();
+        let body = refresh_body(&env, &dev, NOW + 10);
+        let sig = wire::sign_request(&body, &dev.key);
+        let code = |body: &[u8], sig: Option<&str>| {
+            refresh(&env.db, &issuer, body, sig, NOW).unwrap_err().code
+        };
+        assert_eq!(code(&body, None), ErrorCode::BadSignature);
+        let stranger = SigningKey::generate().0;
+        assert_eq!(
+            code(&body, Some(&wire::sign_request(&body, &stranger))),
+            ErrorCode::BadSignature
+        );
+        let stale = refresh_body(&env, &dev, NOW - MAX_CLOCK_SKEW_SECS - 1);
+        assert_eq!(
+            code(&stale, Some(&wire::sign_request(&stale, &dev.key))),
+            ErrorCode::StaleRequest
+        );
+        let text = refresh(&env.db, &issuer, &body, Some(&sig), NOW).unwrap();
+        assert!(license::verify(&text, &env.ring).is_ok());
+        assert_eq!(code(&body, Some(&sig)), ErrorCode::Replayed);
+        let p = env.db.pbx(&env.serial).unwrap();
+        assert_eq!(p.last_refresh_at, Some(NOW));
+        assert_eq!(p.seats_in_use["premium"], 2);
+        let mut unknown: RefreshRequest = serde_json::from_slice(&body).unwrap();
+        unknown.system_id = "SYS-NONE-0000".into();
+        let unknown = serde_json::to_vec(&unknown).unwrap();
+        assert_eq!(code(&unknown, Some(&sig)), ErrorCode::UnknownSystem);
+    }
+
+    #[test]
+    fn deactivate_releases_the_binding() {
+        let env = env();
+        let issuer = Issuer::new(&env.key);
+        let dev = device("00:11:22:33:44:55");
+        activate(
+            &env.db,
+            &issuer,
+            &activation(&env, &dev),
+            Mode::Activate,
+            NOW,
+        )
+        .unwrap();
+        let body = serde_json::to_vec(&DeactivateRequest {
+            system_id: env.serial.clone(),
+            license_id: "lic-x".into(),
+            nonce: wire::new_nonce(),
+            sent_at: NOW,
+        })
+        .unwrap();
+        let stranger = SigningKey::generate().0;
+        assert_eq!(
+            deactivate(
+                &env.db,
+                &body,
+                Some(&wire::sign_request(&body, &stranger)),
+                NOW
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::BadSignature
+        );
+        let sig = wire::sign_request(&body, &dev.key);
+        assert!(
+            deactivate(&env.db, &body, Some(&sig), NOW)
+                .unwrap()
+                .released
+        );
+        assert_eq!(env.db.pbx(&env.serial).unwrap().binding, None);
+        assert_eq!(
+            env.db.history(&env.serial).unwrap()[0].reason,
+            "deactivated"
+        );
+        // Another machine may now activate without --rehost.
+        let other = device("66:77:88:99:aa:bb");
+        activate(
+            &env.db,
+            &issuer,
+            &activation(&env, &other),
+            Mode::Activate,
+            NOW,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn revoked_pbx_gets_a_signed_revocation() {
+        let env = env();
+        let issuer = Issuer::new(&env.key);
+        let dev = device("00:11:22:33:44:55");
+        activate(
+            &env.db,
+            &issuer,
+            &activation(&env, &dev),
+            Mode::Activate,
+            NOW,
+        )
+        .unwrap();
+        env.db.revoke(&env.serial, "unpaid", NOW).unwrap();
+        let body = refresh_body(&env, &dev, NOW);
+        let err = refresh(
+            &env.db,
+            &issuer,
+            &body,
+            Some(&wire::sign_request(&body, &dev.key)),
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Revoked);
+        let rev = err.revocation.unwrap().verify(&env.ring).unwrap();
+        assert_eq!(rev.reason, "unpaid");
+        let err = activate(
+            &env.db,
+            &issuer,
+            &activation(&env, &dev),
+            Mode::Activate,
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Revoked);
+    }
+
+    #[test]
+    fn issuer_overrides_change_signer_and_nonce() {
+        let env = env();
+        let throwaway = SigningKey::generate().0;
+        let issuer = Issuer {
+            license_key: &throwaway,
+            portal_key: &env.key,
+            nonce_override: Some(wire::new_nonce()),
+        };
+        let dev = device("00:11:22:33:44:55");
+        let req = activation(&env, &dev);
+        let text = activate(&env.db, &issuer, &req, Mode::Activate, NOW).unwrap();
+        assert!(matches!(
+            license::verify(&text, &env.ring),
+            Err(license::LicenseError::UnknownKey(_))
+        ));
+        let mut ring = KeyRing::empty();
+        ring.add(throwaway.public_key());
+        let p = license::verify(&text, &ring).unwrap();
+        assert_ne!(p.nonce.as_deref(), Some(req.nonce.as_str()));
+    }
+}
