@@ -476,7 +476,7 @@ fn pbx(data: &Path, cmd: PbxCommand, out: Output) -> Result<(), CliError> {
                             .map(|b| short(&b.hardware_id))
                             .unwrap_or_else(|| "unbound".into()),
                         p.last_refresh_at
-                            .map(licagent::time::rfc3339)
+                            .map(order::when)
                             .unwrap_or_else(|| "never".into()),
                         order::format_counts(&p.seats),
                         term_end(&p.term)
@@ -500,7 +500,7 @@ fn pbx(data: &Path, cmd: PbxCommand, out: Output) -> Result<(), CliError> {
                     println!(
                         "released:     {} at {} ({}{})",
                         short(&h.hardware_id),
-                        licagent::time::rfc3339(h.released_at),
+                        order::when(h.released_at),
                         h.reason,
                         h.moved_to
                             .map(|m| format!(", moved to {}", short(&m)))
@@ -519,9 +519,7 @@ fn short(hw: &str) -> String {
 }
 
 fn term_end(t: &Term) -> String {
-    t.ends_at
-        .map(licagent::time::rfc3339)
-        .unwrap_or_else(|| "never".into())
+    t.ends_at.map(order::when).unwrap_or_else(|| "never".into())
 }
 
 fn pbx_json(p: &Pbx, with_key: bool) -> serde_json::Value {
@@ -564,14 +562,14 @@ fn pbx_text(p: &Pbx) -> String {
             .map(|b| b.hardware_id.clone())
             .unwrap_or_else(|| "unbound".into()),
         p.last_refresh_at
-            .map(licagent::time::rfc3339)
+            .map(order::when)
             .unwrap_or_else(|| "never".into()),
         order::format_counts(&p.seats_in_use),
     );
     if let Some(r) = &p.revoked {
         s.push_str(&format!(
             "\nrevoked:      {} ({})",
-            licagent::time::rfc3339(r.at),
+            order::when(r.at),
             r.reason
         ));
     }

@@ -162,6 +162,20 @@ pub fn catalog() -> Vec<CatalogEntry> {
     LicensePayload::demo_catalog()
 }
 
+/// The last second of year 9999, the end of what RFC 3339 can show.
+const RFC3339_MAX: i64 = 253_402_300_799;
+
+/// A time for people: RFC 3339, or raw seconds when out of its range
+/// (`licagent::time::rfc3339` cannot format those, and some times here come
+/// from outside: a device's `sent_at`, an admin's `--ends-at`).
+pub fn when(secs: i64) -> String {
+    if (0..=RFC3339_MAX).contains(&secs) {
+        licagent::time::rfc3339(secs)
+    } else {
+        format!("{secs} (Unix seconds)")
+    }
+}
+
 fn random_bytes<const N: usize>() -> Result<[u8; N], OrderError> {
     let mut b = [0u8; N];
     SystemRandom::new()
@@ -292,6 +306,14 @@ mod tests {
             parse_counts("premium=1,PREMIUM=2", CountKind::Seats, &cat),
             Err(OrderError::Duplicate(_))
         ));
+    }
+
+    #[test]
+    fn times_outside_rfc3339_do_not_panic() {
+        assert_eq!(when(0), "1970-01-01T00:00:00Z");
+        assert_eq!(when(RFC3339_MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(when(i64::MAX), format!("{} (Unix seconds)", i64::MAX));
+        assert_eq!(when(-1), "-1 (Unix seconds)");
     }
 
     #[test]

@@ -294,13 +294,14 @@ fn authenticate(db: &Db, pbx: &Pbx, body: &[u8], sig: Option<&str>) -> Result<Si
 /// Clock and replay rules of signed requests.
 fn check_fresh(db: &Db, serial: &str, nonce: &str, sent_at: i64, now: i64) -> Result<(), ApiError> {
     check_nonce(nonce)?;
-    if (sent_at - now).abs() > MAX_CLOCK_SKEW_SECS {
+    // abs_diff: `sent_at` comes from outside and may be any i64.
+    if sent_at.abs_diff(now) > MAX_CLOCK_SKEW_SECS as u64 {
         return Err(ApiError::new(
             ErrorCode::StaleRequest,
             format!(
                 "the request was sent at {} but the portal's time is {}; check the PBX clock",
-                licagent::time::rfc3339(sent_at),
-                licagent::time::rfc3339(now)
+                order::when(sent_at),
+                order::when(now)
             ),
         ));
     }
@@ -633,6 +634,14 @@ mod tests {
             code(&stale, Some(&wire::sign_request(&stale, &dev.key))),
             ErrorCode::StaleRequest
         );
+        // Just past the window either way, and the far ends of i64 (no overflow).
+        for sent_at in [i64::MIN, i64::MAX, NOW + MAX_CLOCK_SKEW_SECS + 1] {
+            let stale = refresh_body(&env, &dev, sent_at);
+            assert_eq!(
+                code(&stale, Some(&wire::sign_request(&stale, &dev.key))),
+                ErrorCode::StaleRequest
+            );
+        }
         let text = refresh(&env.db, &issuer, &body, Some(&sig), NOW).unwrap();
         assert!(license::verify(&text, &env.ring).is_ok());
         assert_eq!(code(&body, Some(&sig)), ErrorCode::Replayed);
