@@ -17,6 +17,9 @@ use tracing::{debug, warn};
 use super::auth::{Peer, Policy};
 use super::types::ErrorBody;
 use crate::daemon::agent::{Agent, ImportError};
+use crate::daemon::link::{Link, LinkError};
+use crate::portal::PortalError;
+use super::types::{ActivateBody, RequestCodeAnswer, RequestCodeBody, Status};
 use crate::license::LicenseError;
 
 /// Largest request body accepted (a license file is a few KiB).
@@ -28,6 +31,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the handlers share.
 pub struct Shared {
     pub agent: Arc<Agent>,
+    pub link: Arc<Link>,
     /// Replaced on config reload.
     pub policy: RwLock<Policy>,
 }
@@ -99,16 +103,12 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let access = match (&method, path.as_str()) {
-        (&Method::GET, "/v1/status") | (&Method::GET, "/v1/hwid") => Access::Read,
-        (&Method::POST, "/v1/license") => Access::Change,
-        (_, "/v1/status") | (_, "/v1/hwid") | (_, "/v1/license") => {
-            return error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &format!("{method} is not allowed on {path}"),
-            );
-        }
-        _ => return error(StatusCode::NOT_FOUND, &format!("no such API path: {path}")),
+    let Some(&(_, _, access)) = ROUTES.iter().find(|(m, p, _)| *m == method && *p == path) else {
+        return if ROUTES.iter().any(|(_, p, _)| *p == path) {
+            error(StatusCode::METHOD_NOT_ALLOWED, &format!("{method} is not allowed on {path}"))
+        } else {
+            error(StatusCode::NOT_FOUND, &format!("no such API path: {path}"))
+        };
     };
     if access == Access::Change {
         let verdict = shared
@@ -134,25 +134,86 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
         }
     };
     let agent = &shared.agent;
+    let link = &shared.link;
     match path.as_str() {
-        "/v1/status" => json(StatusCode::OK, &agent.status()),
+        "/v1/status" => json(StatusCode::OK, &status(shared)),
         "/v1/hwid" => json(StatusCode::OK, &agent.hardware()),
         "/v1/license" => {
             let Ok(text) = std::str::from_utf8(&body) else {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "the license file is not UTF-8 text",
-                );
+                return error(StatusCode::BAD_REQUEST, "the license file is not UTF-8 text");
             };
             match agent.import(text) {
-                Ok(status) => json(StatusCode::OK, &status),
+                Ok(_) => json(StatusCode::OK, &status(shared)),
                 Err(e) => {
                     warn!(uid = peer.uid, "license import refused: {e}");
                     error(import_status(&e), &e.to_string())
                 }
             }
         }
+        "/v1/activate" => {
+            let req: ActivateBody = match parse(&body) {
+                Ok(r) => r,
+                Err(resp) => return resp,
+            };
+            match link.activate(agent, &req.key, req.rehost).await {
+                Ok(_) => json(StatusCode::OK, &status(shared)),
+                Err(e) => error(link_status(&e), &e.to_string()),
+            }
+        }
+        "/v1/refresh" => match link.refresh(agent).await {
+            Ok(_) => json(StatusCode::OK, &status(shared)),
+            Err(e) => error(link_status(&e), &e.to_string()),
+        },
+        "/v1/request-code" => {
+            let req: RequestCodeBody = match parse(&body) {
+                Ok(r) => r,
+                Err(resp) => return resp,
+            };
+            match link.request_code(agent, &req.key) {
+                Ok(code) => json(StatusCode::OK, &RequestCodeAnswer { request_code: code }),
+                Err(e) => error(link_status(&e), &e.to_string()),
+            }
+        }
         _ => error(StatusCode::NOT_FOUND, &format!("no such API path: {path}")),
+    }
+}
+
+/// The handler table's index: method, path, and who may call it.
+const ROUTES: &[(Method, &str, Access)] = &[
+    (Method::GET, "/v1/status", Access::Read),
+    (Method::GET, "/v1/hwid", Access::Read),
+    (Method::POST, "/v1/license", Access::Change),
+    (Method::POST, "/v1/activate", Access::Change),
+    (Method::POST, "/v1/refresh", Access::Change),
+    // It carries the PBX key: not for every reader.
+    (Method::POST, "/v1/request-code", Access::Change),
+];
+
+fn status(shared: &Shared) -> Status {
+    let mut s = shared.agent.status();
+    s.refresh = Some(shared.link.info(&shared.agent));
+    s
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("the request body is not valid: {e}")))
+}
+
+/// 4xx for what the caller or the portal's answer decided, 502/504 for a
+/// portal that could not be reached or understood.
+fn link_status(e: &LinkError) -> StatusCode {
+    match e {
+        LinkError::Key(_) => StatusCode::BAD_REQUEST,
+        LinkError::License(e) => import_status(e),
+        LinkError::NothingToRefresh => StatusCode::CONFLICT,
+        LinkError::Revoked(_) => StatusCode::GONE,
+        LinkError::Portal(p) => match p {
+            PortalError::NotConfigured => StatusCode::CONFLICT,
+            PortalError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            PortalError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        },
     }
 }
 
@@ -160,7 +221,10 @@ fn import_status(e: &ImportError) -> StatusCode {
     match e {
         ImportError::Invalid(LicenseError::NotALicense)
         | ImportError::Invalid(LicenseError::Damaged(_)) => StatusCode::BAD_REQUEST,
-        ImportError::Invalid(_) | ImportError::Older { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        ImportError::Invalid(_)
+        | ImportError::Older { .. }
+        | ImportError::WrongNonce
+        | ImportError::WrongDevice => StatusCode::UNPROCESSABLE_ENTITY,
         ImportError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -21,6 +21,38 @@ pub struct Status {
     pub hardware_warnings: Vec<String>,
     /// `null` when no license is installed.
     pub license: Option<LicenseSummary>,
+    /// The portal link; `null` when no portal is configured.
+    #[serde(default)]
+    pub refresh: Option<RefreshInfo>,
+}
+
+/// Refresh facts: when the agent next calls the portal, and how it went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshInfo {
+    pub next_refresh: Option<String>,
+    pub last_refresh: Option<String>,
+    pub last_error: Option<String>,
+    /// Failed attempts in a row.
+    pub failures: u32,
+}
+
+/// `POST /v1/activate`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivateBody {
+    pub key: String,
+    #[serde(default)]
+    pub rehost: bool,
+}
+
+/// `POST /v1/request-code`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCodeBody {
+    pub key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCodeAnswer {
+    pub request_code: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

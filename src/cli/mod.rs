@@ -2,6 +2,7 @@
 //! sentence of diagnosis to stderr, and the exit code says what kind of
 //! failure it was (docs/cli.md).
 
+mod activate;
 mod hwid;
 mod import;
 mod run;
@@ -54,6 +55,27 @@ enum Command {
         file: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Activate this PBX with the key from the portal
+    Activate {
+        /// The PBX key (any case; spaces and dashes are fine), or - to read it from stdin
+        #[arg(required = true, num_args = 1.., value_name = "KEY")]
+        key: Vec<String>,
+        /// Move the license from the box it is bound to onto this one (RMA)
+        #[arg(long)]
+        rehost: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the portal for the current license now
+    Refresh {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an offline request code for a PBX without internet
+    RequestCode {
+        #[arg(required = true, num_args = 1.., value_name = "KEY")]
+        key: Vec<String>,
     },
     /// Show this machine's hardware ID
     Hwid {
@@ -122,6 +144,9 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Run => run::run(config, cli.config),
         Command::Status { json } => status::run(&config, json),
         Command::Import { file, json } => import::run(&config, &file, json),
+        Command::Activate { key, rehost, json } => activate::activate(&config, &key, rehost, json),
+        Command::Refresh { json } => activate::refresh(&config, json),
+        Command::RequestCode { key } => activate::request_code(&config, &key),
         Command::Hwid {
             json,
             explain,

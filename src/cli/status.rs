@@ -58,6 +58,14 @@ pub fn print_human(s: &Status) {
         let addons: Vec<String> = l.addons.iter().map(|(a, n)| format!("{a} {n}")).collect();
         println!("Add-ons:      {}", list_or_none(&addons));
     }
+    if let Some(r) = &s.refresh {
+        if let Some(next) = &r.next_refresh {
+            println!("Next refresh: {next}");
+        }
+        if let Some(e) = &r.last_error {
+            println!("Last error:   {e} ({} failed attempts)", r.failures);
+        }
+    }
     for w in &s.hardware_warnings {
         println!("Warning:      {w}");
     }

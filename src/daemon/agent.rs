@@ -63,8 +63,28 @@ pub enum ImportError {
     Invalid(#[from] LicenseError),
     #[error("the license {new} is older than the installed license {installed} of the same system; it was not installed")]
     Older { new: String, installed: String },
+    #[error("the portal's license answers another request (nonce mismatch); it was not installed")]
+    WrongNonce,
+    #[error("the portal's license names another device key; it was not installed")]
+    WrongDevice,
     #[error("the license could not be saved: {0}")]
     Store(#[from] StoreError),
+}
+
+/// What a license from the portal must carry to be installed: it answers
+/// this request and names this device.
+pub struct Expect<'a> {
+    pub nonce: &'a str,
+    pub device_public_key: &'a str,
+}
+
+/// What a refresh needs to know about the installed license.
+#[derive(Clone, Debug)]
+pub struct RefreshTarget {
+    pub system_id: String,
+    pub license_id: String,
+    pub issued_at: i64,
+    pub refresh_due: i64,
 }
 
 /// The setting that keeps a revocation across restarts.
@@ -134,6 +154,10 @@ impl Agent {
         inner.status(now)
     }
 
+    pub fn key_ring(&self) -> KeyRing {
+        self.lock().ring.clone()
+    }
+
     pub fn hardware(&self) -> HardwareInfo {
         self.lock().hw.clone()
     }
@@ -142,11 +166,25 @@ impl Agent {
         self.lock().state
     }
 
-    /// Verifies and installs an armored license file.
+    /// Verifies and installs an armored license file (offline import).
     pub fn import(&self, text: &str) -> Result<Status, ImportError> {
+        self.accept(text, None)
+    }
+
+    /// Verifies and installs a license; from the portal it must also answer
+    /// the request (`expect`).
+    pub fn accept(&self, text: &str, expect: Option<Expect<'_>>) -> Result<Status, ImportError> {
         let mut inner = self.lock();
         let now = inner.now();
         let payload = license::verify(text, &inner.ring)?;
+        if let Some(x) = &expect {
+            if payload.nonce.as_deref() != Some(x.nonce) {
+                return Err(ImportError::WrongNonce);
+            }
+            if payload.device_public_key.as_deref() != Some(x.device_public_key) {
+                return Err(ImportError::WrongDevice);
+            }
+        }
         let validity = license::check(&payload, &inner.hw.components, now)?;
         if let Some(cur) = &inner.license {
             if cur.payload.system_id == payload.system_id
@@ -182,6 +220,36 @@ impl Agent {
         // A license installed late may already be in grace.
         inner.apply_time_events(now);
         Ok(inner.status(now))
+    }
+
+    /// The installed license, when it is one the portal keeps fresh.
+    pub fn refresh_target(&self) -> Option<RefreshTarget> {
+        let inner = self.lock();
+        if matches!(inner.state, LicenseState::Revoked | LicenseState::Unlicensed) {
+            return None;
+        }
+        let p = &inner.license.as_ref()?.payload;
+        Some(RefreshTarget {
+            system_id: p.system_id.clone(),
+            license_id: p.license_id.clone(),
+            issued_at: p.issued_at,
+            refresh_due: p.refresh_due?,
+        })
+    }
+
+    /// Seats in use per profile, reported to the portal on refresh.
+    pub fn seats_in_use(&self) -> std::collections::BTreeMap<String, u32> {
+        std::collections::BTreeMap::new()
+    }
+
+    /// The portal said the license is revoked (a verified statement). Kept
+    /// across restarts until another license is installed.
+    pub fn revoke(&self, reason: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let text = format!("the portal revoked this license: {reason}");
+        inner.store.set_setting(REVOKED_KEY, Some(&text))?;
+        inner.apply(Event::Revoked, Some(text));
+        Ok(())
     }
 
     /// Applies whatever the passing of time implies; called by the daemon's
@@ -377,6 +445,7 @@ impl Inner {
             hardware_id: self.hw.hardware_id.clone(),
             hardware_warnings: self.hw.warnings.clone(),
             license,
+            refresh: None,
         }
     }
 }

@@ -3,10 +3,13 @@
 //! the license through time, SIGHUP reload and SIGTERM shutdown.
 
 pub mod agent;
+pub mod device;
+pub mod link;
 mod listen;
 mod logging;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -32,6 +35,8 @@ pub enum DaemonError {
     Agent(#[from] AgentError),
     #[error("{0}")]
     Listen(String),
+    #[error("{0}")]
+    DeviceKey(#[from] device::DeviceKeyError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -60,9 +65,12 @@ async fn run_async(
     watchdog: Option<Duration>,
 ) -> Result<(), DaemonError> {
     let agent = Arc::new(Agent::open(&config)?);
+    let device = device::load_or_create(&config.paths.state_dir)?;
+    let link = Arc::new(link::Link::new(&config, device));
     let socket = listen::Socket::open(&config, passed).map_err(DaemonError::Listen)?;
     let shared = Arc::new(Shared {
         agent: agent.clone(),
+        link: link.clone(),
         policy: RwLock::new(Policy::new(&config.api.admin_group)),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -89,10 +97,15 @@ async fn run_async(
     // wedged loop stops the pings and systemd restarts the service.
     let mut watchdog_timer = watchdog.map(|d| tokio::time::interval(d / 2));
     let mut config = config;
+    let refreshing = Arc::new(AtomicBool::new(false));
     loop {
-        let sleep = agent
-            .next_deadline()
-            .map(|s| Duration::from_secs(s.max(0) as u64 + 1))
+        let now = crate::time::now();
+        let next_refresh = link.next_refresh_at(&agent).map(|at| at - now);
+        let sleep = [agent.next_deadline().map(|s| s + 1), next_refresh]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|s| Duration::from_secs(s.max(0) as u64))
             .unwrap_or(MAX_TICK)
             .min(MAX_TICK);
         tokio::select! {
@@ -100,6 +113,7 @@ async fn run_async(
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sighup.recv() => {
                 config = reload(config, config_path.as_deref(), &agent, &shared);
+                link.reconfigure(&config);
                 notify(&[NotifyState::Status(&status_line(&agent))]);
             }
             _ = tick(&mut watchdog_timer) => {
@@ -109,6 +123,17 @@ async fn run_async(
                 let before = agent.state();
                 if agent.tick() != before {
                     notify(&[NotifyState::Status(&status_line(&agent))]);
+                }
+                let due = link.next_refresh_at(&agent).is_some_and(|at| at <= crate::time::now());
+                if due && !refreshing.swap(true, Ordering::SeqCst) {
+                    // In its own task: a slow portal never holds up the
+                    // watchdog or the timers.
+                    let (agent, link, flag) = (agent.clone(), link.clone(), refreshing.clone());
+                    tokio::spawn(async move {
+                        let _ = link.refresh(&agent).await;
+                        flag.store(false, Ordering::SeqCst);
+                        notify(&[NotifyState::Status(&status_line(&agent))]);
+                    });
                 }
             }
         }
