@@ -16,11 +16,11 @@ use tracing::{debug, warn};
 
 use super::auth::{Peer, Policy};
 use super::types::ErrorBody;
+use super::types::{ActivateBody, RequestCodeAnswer, RequestCodeBody, Status};
 use crate::daemon::agent::{Agent, ImportError};
 use crate::daemon::link::{Link, LinkError};
-use crate::portal::PortalError;
-use super::types::{ActivateBody, RequestCodeAnswer, RequestCodeBody, Status};
 use crate::license::LicenseError;
+use crate::portal::PortalError;
 
 /// Largest request body accepted (a license file is a few KiB).
 const MAX_BODY: usize = 1024 * 1024;
@@ -105,7 +105,10 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
     let path = req.uri().path().to_string();
     let Some(&(_, _, access)) = ROUTES.iter().find(|(m, p, _)| *m == method && *p == path) else {
         return if ROUTES.iter().any(|(_, p, _)| *p == path) {
-            error(StatusCode::METHOD_NOT_ALLOWED, &format!("{method} is not allowed on {path}"))
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{method} is not allowed on {path}"),
+            )
         } else {
             error(StatusCode::NOT_FOUND, &format!("no such API path: {path}"))
         };
@@ -140,7 +143,10 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
         "/v1/hwid" => json(StatusCode::OK, &agent.hardware()),
         "/v1/license" => {
             let Ok(text) = std::str::from_utf8(&body) else {
-                return error(StatusCode::BAD_REQUEST, "the license file is not UTF-8 text");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "the license file is not UTF-8 text",
+                );
             };
             match agent.import(text) {
                 Ok(_) => json(StatusCode::OK, &status(shared)),
@@ -196,8 +202,12 @@ fn status(shared: &Shared) -> Status {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
-    serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("the request body is not valid: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("the request body is not valid: {e}"),
+        )
+    })
 }
 
 /// 4xx for what the caller or the portal's answer decided, 502/504 for a

@@ -13,9 +13,9 @@ use crate::license::PortalKey;
 pub fn read_key(words: &[String]) -> Result<PortalKey, CliError> {
     let text = if words.len() == 1 && words[0] == "-" {
         let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| CliError::Failed(format!("cannot read the key from standard input: {e}")))?;
+        std::io::stdin().read_to_string(&mut s).map_err(|e| {
+            CliError::Failed(format!("cannot read the key from standard input: {e}"))
+        })?;
         s
     } else {
         words.join(" ")
@@ -24,7 +24,12 @@ pub fn read_key(words: &[String]) -> Result<PortalKey, CliError> {
     PortalKey::parse(&text).map_err(|e| CliError::Refused(e.to_string()))
 }
 
-pub fn activate(config: &Config, words: &[String], rehost: bool, json: bool) -> Result<(), CliError> {
+pub fn activate(
+    config: &Config,
+    words: &[String],
+    rehost: bool,
+    json: bool,
+) -> Result<(), CliError> {
     let key = read_key(words)?;
     let body = ActivateBody {
         key: key.as_str().to_string(),
@@ -56,7 +61,8 @@ pub fn request_code(config: &Config, words: &[String]) -> Result<(), CliError> {
         key: key.as_str().to_string(),
     })
     .map_err(|e| CliError::Failed(e.to_string()))?;
-    let ans: RequestCodeAnswer = block_on(client(config).post("/v1/request-code", body, "application/json"))??;
+    let ans: RequestCodeAnswer =
+        block_on(client(config).post("/v1/request-code", body, "application/json"))??;
     print!("{}", ans.request_code);
     if !ans.request_code.ends_with('\n') {
         println!();

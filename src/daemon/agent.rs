@@ -225,7 +225,10 @@ impl Agent {
     /// The installed license, when it is one the portal keeps fresh.
     pub fn refresh_target(&self) -> Option<RefreshTarget> {
         let inner = self.lock();
-        if matches!(inner.state, LicenseState::Revoked | LicenseState::Unlicensed) {
+        if matches!(
+            inner.state,
+            LicenseState::Revoked | LicenseState::Unlicensed
+        ) {
             return None;
         }
         let p = &inner.license.as_ref()?.payload;

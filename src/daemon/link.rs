@@ -103,7 +103,12 @@ impl Link {
 
     /// Activates with a PBX key. The same machine and key again is a fresh
     /// license, not an error.
-    pub async fn activate(&self, agent: &Agent, key: &str, rehost: bool) -> Result<Status, LinkError> {
+    pub async fn activate(
+        &self,
+        agent: &Agent,
+        key: &str,
+        rehost: bool,
+    ) -> Result<Status, LinkError> {
         let key = PortalKey::parse(key)?;
         let client = self.client()?;
         let _busy = self.busy.lock().await;
@@ -118,7 +123,11 @@ impl Link {
             nonce: nonce.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        let path = if rehost { wire::REHOST_PATH } else { wire::ACTIVATE_PATH };
+        let path = if rehost {
+            wire::REHOST_PATH
+        } else {
+            wire::ACTIVATE_PATH
+        };
         info!(key = %key.redacted(), rehost, "activating with the portal");
         let text = client.license(path, &req, None).await.inspect_err(|e| {
             warn!(key = %key.redacted(), "activation failed: {e}");
@@ -131,7 +140,9 @@ impl Link {
                     device_public_key: &device,
                 }),
             )
-            .inspect_err(|e| warn!(key = %key.redacted(), "the portal's license was refused: {e}"))?;
+            .inspect_err(
+                |e| warn!(key = %key.redacted(), "the portal's license was refused: {e}"),
+            )?;
         self.succeeded();
         Ok(status)
     }
@@ -153,7 +164,10 @@ impl Link {
             nonce: nonce.clone(),
             sent_at: time::now(),
         };
-        let result = match client.license(wire::REFRESH_PATH, &req, Some(&self.device)).await {
+        let result = match client
+            .license(wire::REFRESH_PATH, &req, Some(&self.device))
+            .await
+        {
             Ok(text) => agent
                 .accept(
                     &text,
@@ -205,7 +219,9 @@ impl Link {
             nonce: wire::new_nonce(),
             sent_at: time::now(),
         };
-        let body = client.post(wire::DEACTIVATE_PATH, &req, Some(&self.device)).await?;
+        let body = client
+            .post(wire::DEACTIVATE_PATH, &req, Some(&self.device))
+            .await?;
         let _: DeactivateResponse = serde_json::from_slice(&body)
             .map_err(|_| PortalError::Garbage("not a deactivation answer".into()))?;
         Ok(())
@@ -236,13 +252,21 @@ impl Link {
     }
 
     fn failed(&self, e: &LinkError) {
-        let cfg = self.refresh_cfg.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let cfg = self
+            .refresh_cfg
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut s = self.schedule();
         s.failures = s.failures.saturating_add(1);
         let backoff = backoff_secs(s.failures, cfg.retry_min_secs, cfg.retry_max_secs);
         s.next_at = Some(time::now() + backoff as i64);
         s.last_error = Some(e.to_string());
-        warn!(failures = s.failures, retry_in_secs = backoff, "refresh failed: {e}");
+        warn!(
+            failures = s.failures,
+            retry_in_secs = backoff,
+            "refresh failed: {e}"
+        );
     }
 
     /// When the next refresh should start, planning it for a new license.
@@ -251,10 +275,19 @@ impl Link {
         let target = agent.refresh_target()?;
         let mut s = self.schedule();
         if s.planned_for.as_deref() != Some(target.license_id.as_str()) {
-            let jitter_max = self.refresh_cfg.read().unwrap_or_else(|p| p.into_inner()).jitter_secs as i64;
+            let jitter_max = self
+                .refresh_cfg
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .jitter_secs as i64;
             s.planned_for = Some(target.license_id.clone());
             if s.failures == 0 || s.next_at.is_none() {
-                s.next_at = Some(plan(target.issued_at, target.refresh_due, jitter_max, random_u64()));
+                s.next_at = Some(plan(
+                    target.issued_at,
+                    target.refresh_due,
+                    jitter_max,
+                    random_u64(),
+                ));
             }
         }
         s.next_at
@@ -279,7 +312,11 @@ impl Link {
 pub fn plan(issued: i64, due: i64, jitter_max: i64, random: u64) -> i64 {
     let lead = ((due - issued) / 4).clamp(0, MAX_LEAD_SECS);
     let span = jitter_max.min(lead / 2).max(0);
-    let jitter = if span > 0 { (random % (span as u64 + 1)) as i64 } else { 0 };
+    let jitter = if span > 0 {
+        (random % (span as u64 + 1)) as i64
+    } else {
+        0
+    };
     due - lead + jitter
 }
 

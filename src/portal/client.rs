@@ -55,7 +55,10 @@ impl PortalError {
             | PortalError::Garbage(_)
             | PortalError::Untrusted { .. } => true,
             PortalError::Refused { code, .. } => {
-                matches!(code, ErrorCode::Internal | ErrorCode::Unknown | ErrorCode::StaleRequest)
+                matches!(
+                    code,
+                    ErrorCode::Internal | ErrorCode::Unknown | ErrorCode::StaleRequest
+                )
             }
             PortalError::NotConfigured | PortalError::Setup(_) => false,
         }
@@ -74,6 +77,9 @@ impl PortalClient {
         let timeout = Duration::from_secs(cfg.timeout_secs);
         let mut builder = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
+            // Calls are minutes to days apart: a pooled connection would
+            // only ever be a stale one.
+            .pool_max_idle_per_host(0)
             .timeout(timeout)
             .connect_timeout(timeout)
             .https_only(!cfg.allow_http)
@@ -121,7 +127,11 @@ impl PortalClient {
         if let Some(key) = device {
             req = req.header(SIGNATURE_HEADER, wire::sign_request(&body, key));
         }
-        let resp = req.body(body).send().await.map_err(|e| self.classify(&url, e))?;
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.classify(&url, e))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| self.classify(&url, e))?;
         if status.is_success() {
@@ -162,19 +172,21 @@ fn is_loopback(url: &str) -> bool {
     host == "localhost" || host.starts_with("127.") || rest.starts_with("[::1]")
 }
 
-/// A certificate problem anywhere in the error's chain.
+/// A certificate problem anywhere in the error's chain. An `io::Error`
+/// hides what it wraps from `source()` (it answers the inner error's source),
+/// so the walk looks inside it by `get_ref()`; hyper nests two of them.
 fn find_tls_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(r) = err.downcast_ref::<rustls::Error>() {
             return certificate_problem(r);
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return certificate_problem(r);
-            }
-        }
-        cur = err.source();
+        cur = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|i| i as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     None
 }
@@ -203,9 +215,16 @@ fn tls_config(cfg: &config::Portal) -> Result<rustls::ClientConfig, PortalError>
     }
     if let Some(path) = &cfg.ca_file {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| PortalError::Setup(format!("cannot read portal.ca_file {}: {e}", path.display())))?
+            .map_err(|e| {
+                PortalError::Setup(format!(
+                    "cannot read portal.ca_file {}: {e}",
+                    path.display()
+                ))
+            })?
             .collect::<Result<_, _>>()
-            .map_err(|e| PortalError::Setup(format!("portal.ca_file {} is not PEM: {e}", path.display())))?;
+            .map_err(|e| {
+                PortalError::Setup(format!("portal.ca_file {} is not PEM: {e}", path.display()))
+            })?;
         if certs.is_empty() {
             return Err(PortalError::Setup(format!(
                 "portal.ca_file {} holds no certificate",
@@ -213,20 +232,27 @@ fn tls_config(cfg: &config::Portal) -> Result<rustls::ClientConfig, PortalError>
             )));
         }
         for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| PortalError::Setup(format!("portal.ca_file {}: {e}", path.display())))?;
+            roots.add(cert).map_err(|e| {
+                PortalError::Setup(format!("portal.ca_file {}: {e}", path.display()))
+            })?;
         }
     }
-    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| PortalError::Setup(format!("no usable CA certificate: {e}")))?;
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| PortalError::Setup(format!("no usable CA certificate: {e}")))?;
     let verifier: Arc<dyn ServerCertVerifier> = if cfg.pin_sha256.is_empty() {
         webpki
     } else {
         Arc::new(Pinned {
             inner: webpki,
-            pins: cfg.pin_sha256.iter().map(|p| p.to_ascii_lowercase()).collect(),
+            pins: cfg
+                .pin_sha256
+                .iter()
+                .map(|p| p.to_ascii_lowercase())
+                .collect(),
         })
     };
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -255,9 +281,9 @@ impl ServerCertVerifier for Pinned {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let ok = self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        let ok =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
         let pinned = std::iter::once(end_entity)
             .chain(intermediates)
             .any(|c| self.pins.contains(&sha256_hex(c.as_ref())));

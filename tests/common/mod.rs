@@ -12,6 +12,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod portal;
+
 use licagent::hwid::{self, Component};
 use licagent::license::{
     self, Enforcement, LicenseKind, LicensePayload, SigningKey, Term, TermKind,
