@@ -159,7 +159,7 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
         "/v1/activate" => {
             let req: ActivateBody = match parse(&body) {
                 Ok(r) => r,
-                Err(resp) => return resp,
+                Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
             };
             match link.activate(agent, &req.key, req.rehost).await {
                 Ok(_) => json(StatusCode::OK, &status(shared)),
@@ -173,7 +173,7 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
         "/v1/request-code" => {
             let req: RequestCodeBody = match parse(&body) {
                 Ok(r) => r,
-                Err(resp) => return resp,
+                Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
             };
             match link.request_code(agent, &req.key) {
                 Ok(code) => json(StatusCode::OK, &RequestCodeAnswer { request_code: code }),
