@@ -201,13 +201,8 @@ fn status(shared: &Shared) -> Status {
     s
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
-    serde_json::from_slice(body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            &format!("the request body is not valid: {e}"),
-        )
-    })
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("the request body is not valid: {e}"))
 }
 
 /// 4xx for what the caller or the portal's answer decided, 502/504 for a
