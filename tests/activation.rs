@@ -188,7 +188,7 @@ fn offline_activation_round_trip() {
     let portal = Portal::init(env.dir.path());
     let pbx = portal.add_pbx("Air-gapped", "basic=3");
     // No portal URL at all: the agent is offline.
-    env.write_config_with_trust(&[portal.trust_line.clone()], "");
+    env.write_config_with_trust(&[&portal.trust_line], "");
     let mut d = env.start();
     d.await_ready();
     let out = env.cli(&["activate", &pbx.key]);
@@ -309,10 +309,8 @@ fn untrusted_tls_certificate_is_refused() {
     let s = activated_site(86_400, 86_400);
     let before = json(&s.env.cli(&["status", "--json"]))["license"].clone();
     // The same portal, but the agent no longer trusts its CA.
-    s.env.write_config_with_trust(
-        &[s.portal.trust_line.clone()],
-        &s.portal.agent_config(false),
-    );
+    s.env
+        .write_config_with_trust(&[&s.portal.trust_line], &s.portal.agent_config(false));
     s.daemon.signal(nix::sys::signal::Signal::SIGHUP);
     let start = Instant::now();
     while !s.daemon.log().contains("config reloaded") {
@@ -347,8 +345,7 @@ fn certificate_pinning_accepts_the_pinned_portal_only() {
             "timeout_secs = 2\n",
             &format!("timeout_secs = 2\npin_sha256 = [{pin:?}]\n"),
         );
-        s.env
-            .write_config_with_trust(&[s.portal.trust_line.clone()], &cfg);
+        s.env.write_config_with_trust(&[&s.portal.trust_line], &cfg);
         let marks = s.daemon.log().matches("config reloaded").count();
         s.daemon.signal(nix::sys::signal::Signal::SIGHUP);
         let start = Instant::now();

@@ -70,10 +70,10 @@ impl Env {
 
     /// Writes the config; `extra` is appended (whole sections).
     pub fn write_config(&self, extra: &str) {
-        self.write_config_with_trust(&[self.trust_line()], extra);
+        self.write_config_with_trust(&[&self.trust_line()], extra);
     }
 
-    pub fn write_config_with_trust(&self, keys: &[String], extra: &str) {
+    pub fn write_config_with_trust(&self, keys: &[&str], extra: &str) {
         let keys: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
         let text = format!(
             "version = 1\n\n[paths]\nstate_dir = {:?}\nsocket = {:?}\n\n[api]\nsocket_mode = \"0666\"\n\n[hwid]\nroot = {:?}\n\n[trust]\nkeys = [{}]\n\n[log]\nlevel = \"debug\"\n{extra}",

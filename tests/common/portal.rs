@@ -195,7 +195,7 @@ impl Portal {
 
     /// Points `env`'s agent at this portal, trusting its key and CA.
     pub fn configure(&self, env: &Env) {
-        env.write_config_with_trust(&[self.trust_line.clone()], &self.agent_config(true));
+        env.write_config_with_trust(&[&self.trust_line], &self.agent_config(true));
     }
 }
 
