@@ -42,7 +42,27 @@ pub struct Config {
     #[serde(default)]
     pub refresh: Refresh,
     #[serde(default)]
+    pub test_mode: TestMode,
+    #[serde(default)]
     pub log: Log,
+}
+
+/// Test mode never lasts longer than this (innovaphone's 8 hours); the
+/// config may only shorten it.
+pub const MAX_TEST_MODE_SECS: u64 = 8 * 3600;
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestMode {
+    pub duration_secs: u64,
+}
+
+impl Default for TestMode {
+    fn default() -> Self {
+        TestMode {
+            duration_secs: MAX_TEST_MODE_SECS,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -202,6 +222,7 @@ impl Default for Config {
             trust: Trust::default(),
             portal: Portal::default(),
             refresh: Refresh::default(),
+            test_mode: TestMode::default(),
             log: Log::default(),
         }
     }
@@ -312,6 +333,13 @@ impl Config {
                 "retry_min_secs must be at least 1 and retry_max_secs at least retry_min_secs",
             ));
         }
+        if !(1..=MAX_TEST_MODE_SECS).contains(&self.test_mode.duration_secs) {
+            return Err(invalid(
+                "test_mode.duration_secs",
+                self.test_mode.duration_secs.to_string(),
+                "test mode lasts 8 hours (28800 s) at most; it may only be shortened",
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",
@@ -390,6 +418,11 @@ mod tests {
             parse("version = 1\n[portal]\nurl = \"http://127.0.0.1:1\"\nallow_http = true\n")
                 .is_ok()
         );
+        let msg = parse("version = 1\n[test_mode]\nduration_secs = 28801\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("only be shortened"), "{msg}");
+        assert!(parse("version = 1\n[test_mode]\nduration_secs = 60\n").is_ok());
         let msg = parse("version = 1\n[log]\nlevel = \"loud=[\"\n")
             .unwrap_err()
             .to_string();

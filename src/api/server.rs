@@ -17,7 +17,8 @@ use tracing::{debug, warn};
 use super::auth::{Peer, Policy};
 use super::types::ErrorBody;
 use super::types::{ActivateBody, RequestCodeAnswer, RequestCodeBody, Status};
-use crate::daemon::agent::{Agent, ImportError};
+use crate::config::Config;
+use crate::daemon::agent::{Agent, ImportError, TestModeError};
 use crate::daemon::link::{Link, LinkError};
 use crate::license::LicenseError;
 use crate::portal::PortalError;
@@ -32,6 +33,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Shared {
     pub agent: Arc<Agent>,
     pub link: Arc<Link>,
+    /// Replaced on config reload.
+    pub config: RwLock<Config>,
     /// Replaced on config reload.
     pub policy: RwLock<Policy>,
 }
@@ -180,7 +183,32 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
                 Err(e) => error(link_status(&e), &e.to_string()),
             }
         }
+        "/v1/deactivate" => match link.deactivate(agent).await {
+            Ok(()) => match agent.remove_license() {
+                Ok(_) => json(StatusCode::OK, &status(shared)),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            },
+            Err(e) => error(link_status(&e), &e.to_string()),
+        },
+        "/v1/test-mode/start" => {
+            let secs = shared
+                .config
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .test_mode
+                .duration_secs as i64;
+            test_mode(shared, agent.start_test_mode(secs))
+        }
+        "/v1/test-mode/stop" => test_mode(shared, agent.stop_test_mode()),
         _ => error(StatusCode::NOT_FOUND, &format!("no such API path: {path}")),
+    }
+}
+
+fn test_mode(shared: &Shared, r: Result<Status, TestModeError>) -> Resp {
+    match r {
+        Ok(_) => json(StatusCode::OK, &status(shared)),
+        Err(TestModeError::Store(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
     }
 }
 
@@ -193,6 +221,9 @@ const ROUTES: &[(Method, &str, Access)] = &[
     (Method::POST, "/v1/refresh", Access::Change),
     // It carries the PBX key: not for every reader.
     (Method::POST, "/v1/request-code", Access::Change),
+    (Method::POST, "/v1/deactivate", Access::Change),
+    (Method::POST, "/v1/test-mode/start", Access::Change),
+    (Method::POST, "/v1/test-mode/stop", Access::Change),
 ];
 
 fn status(shared: &Shared) -> Status {

@@ -19,6 +19,9 @@ pub struct Status {
     /// This machine's hardware ID.
     pub hardware_id: String,
     pub hardware_warnings: Vec<String>,
+    /// Set while test mode is on (then `state` is `test`).
+    #[serde(default)]
+    pub test_mode: Option<TestMode>,
     /// `null` when no license is installed.
     pub license: Option<LicenseSummary>,
     /// The portal link; `null` when no portal is configured.
@@ -34,6 +37,12 @@ pub struct RefreshInfo {
     pub last_error: Option<String>,
     /// Failed attempts in a row.
     pub failures: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestMode {
+    pub ends_at: String,
+    pub left_secs: i64,
 }
 
 /// `POST /v1/activate`.

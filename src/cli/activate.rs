@@ -72,3 +72,16 @@ pub fn request_code(config: &Config, words: &[String]) -> Result<(), CliError> {
     );
     Ok(())
 }
+
+pub fn deactivate(config: &Config, json: bool) -> Result<(), CliError> {
+    let st: Status =
+        block_on(client(config).post("/v1/deactivate", Vec::new(), "application/json"))??;
+    if json {
+        return print_json(&st);
+    }
+    println!(
+        "Deactivated: the portal released this box's binding; the key can activate another box."
+    );
+    status::print_human(&st);
+    Ok(())
+}

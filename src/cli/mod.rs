@@ -7,6 +7,7 @@ mod hwid;
 mod import;
 mod run;
 mod status;
+mod testmode;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -69,6 +70,18 @@ enum Command {
     },
     /// Ask the portal for the current license now
     Refresh {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release this box's license at the portal (signed by its device key); the box becomes unlicensed
+    Deactivate {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Test mode: everything unlocked, no seat limits, ends by itself (8 hours at most)
+    TestMode {
+        #[arg(value_parser = ["start", "stop", "status"])]
+        action: String,
         #[arg(long)]
         json: bool,
     },
@@ -147,6 +160,8 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Activate { key, rehost, json } => activate::activate(&config, &key, rehost, json),
         Command::Refresh { json } => activate::refresh(&config, json),
         Command::RequestCode { key } => activate::request_code(&config, &key),
+        Command::Deactivate { json } => activate::deactivate(&config, json),
+        Command::TestMode { action, json } => testmode::run(&config, &action, json),
         Command::Hwid {
             json,
             explain,

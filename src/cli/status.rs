@@ -21,6 +21,13 @@ pub fn print_human(s: &Status) {
     if let Some(r) = &s.reason {
         println!("Reason:       {r}");
     }
+    if let Some(t) = &s.test_mode {
+        println!(
+            "Test mode:    on until {} ({} left)",
+            t.ends_at,
+            humantime::format_duration(std::time::Duration::from_secs(t.left_secs.max(0) as u64))
+        );
+    }
     let hw_note = match s.license.as_ref().map(|l| l.hardware_match) {
         Some(MatchVerdict::Match) => " (matches the license)",
         Some(MatchVerdict::Partial) => " (hardware changed; see `licagent hwid --explain`)",

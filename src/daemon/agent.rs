@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use tracing::{error, info, warn};
 
-use crate::api::types::{LicenseSummary, SeatCount, Status};
+use crate::api::types::{LicenseSummary, SeatCount, Status, TestMode};
 use crate::config::Config;
 use crate::hwid::{self, HardwareInfo, HwMatch};
 use crate::license::{self, state, Event, KeyRing, LicenseError, LicensePayload, LicenseState};
@@ -37,6 +37,8 @@ struct Inner {
     clock_mark: i64,
     clock_mark_saved: i64,
     clock_back_warned: bool,
+    /// End of test mode (Unix seconds) while it is on.
+    test_until: Option<i64>,
 }
 
 struct Loaded {
@@ -90,6 +92,20 @@ pub struct RefreshTarget {
 /// The setting that keeps a revocation across restarts.
 const REVOKED_KEY: &str = "revoked_reason";
 
+/// The setting that keeps test mode's end across restarts.
+const TEST_MODE_KEY: &str = "test_mode_until";
+
+/// Why test mode could not be switched.
+#[derive(Debug, thiserror::Error)]
+pub enum TestModeError {
+    #[error("test mode is already on until {0}; stop it first to start it again")]
+    AlreadyOn(String),
+    #[error("test mode is not on")]
+    NotOn,
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
 impl Agent {
     /// Opens the store, reads this machine's hardware, and loads the cached
     /// license without any network.
@@ -127,7 +143,12 @@ impl Agent {
             clock_mark,
             clock_mark_saved: clock_mark,
             clock_back_warned: false,
+            test_until: None,
         };
+        inner.test_until = inner
+            .store
+            .setting(TEST_MODE_KEY)?
+            .and_then(|v| v.parse().ok());
         let now = inner.now();
         inner.persist_clock_mark(now, true);
         inner.load_current(now)?;
@@ -162,8 +183,11 @@ impl Agent {
         self.lock().hw.clone()
     }
 
+    /// The state as reported (test mode shows as `test`).
     pub fn state(&self) -> LicenseState {
-        self.lock().state
+        let mut inner = self.lock();
+        let now = inner.now();
+        inner.reported_state(now)
     }
 
     /// Verifies and installs an armored license file (offline import).
@@ -255,6 +279,49 @@ impl Agent {
         Ok(())
     }
 
+    /// Starts test mode: everything unlocked, no seat limits, for
+    /// `duration_secs`, then back to the installed license by itself.
+    pub fn start_test_mode(&self, duration_secs: i64) -> Result<Status, TestModeError> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        if let Some(until) = inner.test_until.filter(|u| *u > now) {
+            return Err(TestModeError::AlreadyOn(time::rfc3339(until)));
+        }
+        let until = now + duration_secs;
+        inner
+            .store
+            .set_setting(TEST_MODE_KEY, Some(&until.to_string()))?;
+        inner.test_until = Some(until);
+        info!(until = %time::rfc3339(until), "test mode started: everything unlocked, no seat limits");
+        Ok(inner.status(now))
+    }
+
+    /// Ends test mode now.
+    pub fn stop_test_mode(&self) -> Result<Status, TestModeError> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        if inner.test_until.filter(|u| *u > now).is_none() {
+            return Err(TestModeError::NotOn);
+        }
+        inner.end_test_mode("stopped");
+        Ok(inner.status(now))
+    }
+
+    /// Removes the installed license (after the portal released the
+    /// binding): the PBX is unlicensed until it is activated again.
+    pub fn remove_license(&self) -> Result<Status, StoreError> {
+        let mut inner = self.lock();
+        let now = inner.now();
+        inner.store.remove_license(now)?;
+        inner.store.set_setting(REVOKED_KEY, None)?;
+        inner.license = None;
+        inner.apply(
+            Event::Removed,
+            Some("the license was deactivated on this box".into()),
+        );
+        Ok(inner.status(now))
+    }
+
     /// Applies whatever the passing of time implies; called by the daemon's
     /// timer. Returns the state after.
     pub fn tick(&self) -> LicenseState {
@@ -262,7 +329,10 @@ impl Agent {
         let now = inner.now();
         inner.persist_clock_mark(now, false);
         inner.apply_time_events(now);
-        inner.state
+        if inner.test_until.is_some_and(|u| u <= now) {
+            inner.end_test_mode("its time ran out");
+        }
+        inner.reported_state(now)
     }
 
     /// Takes a new trust key ring (config reload) and re-checks the license.
@@ -277,8 +347,15 @@ impl Agent {
     pub fn next_deadline(&self) -> Option<i64> {
         let mut inner = self.lock();
         let now = inner.now();
-        let p = &inner.license.as_ref()?.payload;
-        let mut times = vec![];
+        let mut times: Vec<i64> = inner.test_until.into_iter().collect();
+        let Some(l) = &inner.license else {
+            return times
+                .into_iter()
+                .filter(|t| *t > now)
+                .min()
+                .map(|t| t - now);
+        };
+        let p = &l.payload;
         if let Some(due) = p.refresh_due {
             times.push(due);
             times.push(due.saturating_add(p.grace_secs));
@@ -439,12 +516,45 @@ impl Inner {
         }
     }
 
+    fn test_mode_on(&self, now: i64) -> Option<i64> {
+        self.test_until.filter(|u| *u > now)
+    }
+
+    fn reported_state(&self, now: i64) -> LicenseState {
+        if self.test_mode_on(now).is_some() {
+            LicenseState::Test
+        } else {
+            self.state
+        }
+    }
+
+    fn end_test_mode(&mut self, why: &str) {
+        if let Err(e) = self.store.set_setting(TEST_MODE_KEY, None) {
+            warn!("cannot clear test mode in the store: {e}");
+        }
+        self.test_until = None;
+        info!(back_to = state_word(self.state), "test mode ended: {why}");
+    }
+
     fn status(&self, now: i64) -> Status {
         let license = self.license.as_ref().map(|l| summary(l, self.state, now));
+        let test_until = self.test_mode_on(now);
+        let state = self.reported_state(now);
+        let reason = match test_until {
+            Some(until) => Some(format!(
+                "test mode: everything unlocked, no seat limits, until {}",
+                time::rfc3339(until)
+            )),
+            None => self.reason.clone(),
+        };
         Status {
-            state: self.state,
-            licensed: self.state.is_licensed(),
-            reason: self.reason.clone(),
+            state,
+            licensed: state.is_licensed(),
+            reason,
+            test_mode: test_until.map(|until| TestMode {
+                ends_at: time::rfc3339(until),
+                left_secs: until - now,
+            }),
             hardware_id: self.hw.hardware_id.clone(),
             hardware_warnings: self.hw.warnings.clone(),
             license,

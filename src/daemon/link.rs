@@ -52,7 +52,7 @@ pub enum LinkError {
     Portal(#[from] PortalError),
     #[error("{0}")]
     License(#[from] ImportError),
-    #[error("there is no license to refresh (activate first)")]
+    #[error("no license from the portal is installed here (activate first)")]
     NothingToRefresh,
     #[error("the portal revoked this license: {0}")]
     Revoked(String),

@@ -71,6 +71,7 @@ async fn run_async(
     let shared = Arc::new(Shared {
         agent: agent.clone(),
         link: link.clone(),
+        config: RwLock::new(config.clone()),
         policy: RwLock::new(Policy::new(&config.api.admin_group)),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -182,6 +183,7 @@ fn reload(old: Config, path: Option<&Path>, agent: &Agent, shared: &Shared) -> C
         }
         Err(e) => error!("SIGHUP: trust keys not changed: {e}"),
     }
+    *shared.config.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
     info!("SIGHUP: config reloaded");
     new
 }
