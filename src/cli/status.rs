@@ -55,7 +55,7 @@ pub fn print_human(s: &Status) {
                 l.grace_ends.as_deref().unwrap_or("?")
             );
         }
-        println!("Enforcement:  {:?}", l.enforcement);
+        println!("Enforcement:  {}", word(&l.enforcement));
         let seats: Vec<String> = l
             .seats
             .iter()
@@ -75,6 +75,14 @@ pub fn print_human(s: &Status) {
     }
     for w in &s.hardware_warnings {
         println!("Warning:      {w}");
+    }
+}
+
+/// The JSON name of a value, for people too (`five_years`, `soft`).
+fn word<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s.replace('_', " "),
+        _ => String::new(),
     }
 }
 

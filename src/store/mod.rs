@@ -85,6 +85,9 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
 }
 
+/// Earlier licenses kept for inspection; older ones are dropped at install.
+pub const HISTORY_KEPT: i64 = 50;
+
 pub struct Store {
     conn: rusqlite::Connection,
     path: PathBuf,
@@ -177,6 +180,12 @@ impl Store {
             "INSERT INTO licenses (license_id, armored, installed_at, current)
              VALUES (?1, ?2, ?3, 1)",
             params![lic.license_id, lic.armored, lic.installed_at],
+        )?;
+        // Every refresh installs a license: keep the history bounded.
+        tx.execute(
+            "DELETE FROM licenses WHERE current = 0 AND id NOT IN
+               (SELECT id FROM licenses WHERE current = 0 ORDER BY id DESC LIMIT ?1)",
+            [HISTORY_KEPT],
         )?;
         tx.commit()?;
         Ok(())

@@ -591,3 +591,17 @@ fn crash_mid_install_keeps_one_whole_license() {
         .unwrap();
     assert_eq!(current, 1);
 }
+
+#[test]
+fn history_is_bounded_to_the_newest_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&db_in(&dir));
+    let n = HISTORY_KEPT + 10;
+    for i in 0..=n {
+        store.install_license(&lic(&format!("L{i}"), i)).unwrap();
+    }
+    let history = store.license_history().unwrap();
+    assert_eq!(history.len() as i64, HISTORY_KEPT);
+    assert_eq!(history[0].license_id, format!("L{}", n - 1));
+    assert_eq!(store.current_license().unwrap().unwrap().license_id, format!("L{n}"));
+}
