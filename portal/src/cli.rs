@@ -1,5 +1,6 @@
-//! The `licportal` subcommands: set up a data directory, manage customers
-//! and PBX orders, tune settings and faults, serve, and activate offline.
+//! The `licportal` subcommands: set up a data directory, manage customers,
+//! PBX orders and their rehost count, list trials, tune settings and
+//! faults, serve, and activate offline.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -11,10 +12,10 @@ use licagent::license::{LicenseError, PortalKey, SigningKey, Term};
 use licagent::portal::wire::{ActivateRequest, RequestCode, WireError};
 use serde_json::json;
 
-use crate::db::{Db, DbError, Fault, FaultParseError, NewPbx, Pbx, PbxEdit};
+use crate::db::{Db, DbError, Fault, FaultParseError, NewPbx, Pbx, PbxEdit, Settings};
 use crate::order::{self, CountKind, OrderError};
 use crate::server::{self, ServeError};
-use crate::service::{self, ApiError, Issuer, Mode};
+use crate::service::{self, ApiError, Issuer, Mode, RehostUsage};
 use crate::tls::{self, TlsError};
 
 const DB_FILE: &str = "portal.db";
@@ -64,6 +65,9 @@ enum Command {
     /// Change portal settings.
     #[command(subcommand)]
     Settings(SettingsCommand),
+    /// See the trials handed out.
+    #[command(subcommand)]
+    Trial(TrialCommand),
     /// Make the running server misbehave, for tests.
     #[command(subcommand)]
     Fault(FaultCommand),
@@ -137,15 +141,26 @@ enum PbxCommand {
     List,
     /// Show one PBX.
     Show { serial: String },
+    /// Let a PBX rehost again: its rehosts so far stop counting.
+    ResetRehosts { serial: String },
 }
 
 #[derive(Subcommand, Debug)]
 enum SettingsCommand {
-    /// Set refresh_secs=N and/or grace_secs=N.
+    /// Set refresh_secs, grace_secs, rehost_limit, rehost_period_days,
+    /// trial_secs or trial_seats, as key=value.
     Set {
         #[arg(required = true)]
         pairs: Vec<String>,
     },
+    /// Show all settings.
+    Show,
+}
+
+#[derive(Subcommand, Debug)]
+enum TrialCommand {
+    /// List every machine that got a trial.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -213,26 +228,23 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Pbx(cmd) => pbx(&data, cmd, out),
-        Command::Settings(SettingsCommand::Set { pairs }) => {
+        Command::Settings(cmd) => {
             let db = open_db(&data)?;
-            for pair in &pairs {
-                let (k, v) = pair
-                    .split_once('=')
-                    .ok_or_else(|| CliError::SettingSyntax(pair.clone()))?;
-                db.set_setting(k.trim(), v)?;
+            if let SettingsCommand::Set { pairs } = cmd {
+                // All pairs are checked before any is stored.
+                let pairs = pairs
+                    .iter()
+                    .map(|pair| {
+                        pair.split_once('=')
+                            .ok_or_else(|| CliError::SettingSyntax(pair.clone()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                db.set_settings(&pairs)?;
             }
-            let s = db.settings()?;
-            out.print(
-                json!({ "refresh_secs": s.refresh_secs, "grace_secs": s.grace_secs }),
-                || {
-                    format!(
-                        "refresh_secs={} grace_secs={}",
-                        s.refresh_secs, s.grace_secs
-                    )
-                },
-            );
+            print_settings(&db.settings()?, out);
             Ok(())
         }
+        Command::Trial(TrialCommand::List) => trial_list(&open_db(&data)?, out),
         Command::Fault(FaultCommand::Set { fault }) => {
             let fault: Fault = fault.parse()?;
             open_db(&data)?.set_fault(fault)?;
@@ -247,6 +259,74 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             out: file,
         } => offline_activate(&data, &request_file, file.as_deref()),
     }
+}
+
+fn print_settings(s: &Settings, out: Output) {
+    let values: [(&str, serde_json::Value); 6] = [
+        ("refresh_secs", s.refresh_secs.into()),
+        ("grace_secs", s.grace_secs.into()),
+        ("rehost_limit", s.rehost_limit.into()),
+        ("rehost_period_days", s.rehost_period_days.into()),
+        ("trial_secs", s.trial_secs.into()),
+        ("trial_seats", order::format_counts(&s.trial_seats).into()),
+    ];
+    let text = || {
+        values
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let object: serde_json::Map<String, serde_json::Value> = values
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    out.print(serde_json::Value::Object(object), text);
+}
+
+fn trial_list(db: &Db, out: Output) -> Result<(), CliError> {
+    let settings = db.settings()?;
+    let now = licagent::time::now();
+    let trials = db.list_trials()?;
+    let ends = |first_at| service::trial_ends_at(&settings, first_at);
+    if out.json {
+        let list: Vec<_> = trials
+            .iter()
+            .map(|t| {
+                json!({
+                    "hardware_id": t.hardware_id,
+                    "system_id": t.system_id,
+                    "first_at": t.first_at,
+                    "ends_at": ends(t.first_at),
+                    "ended": now >= ends(t.first_at),
+                    "last_at": t.last_at,
+                    "downloads": t.downloads,
+                })
+            })
+            .collect();
+        println!("{:#}", serde_json::Value::Array(list));
+        return Ok(());
+    }
+    println!(
+        "{:<18} {:<16} {:<22} {:<22} {:<8} DOWNLOADS",
+        "HARDWARE", "SYSTEM", "FIRST DOWNLOAD", "ENDS", "STATE"
+    );
+    for t in &trials {
+        let end = ends(t.first_at);
+        println!(
+            "{:<18} {:<16} {:<22} {:<22} {:<8} {}",
+            short(&t.hardware_id),
+            t.system_id,
+            order::when(t.first_at),
+            order::when(end),
+            if now >= end { "ended" } else { "running" },
+            t.downloads
+        );
+    }
+    Ok(())
 }
 
 /// Prints for people, or JSON with `--json`.
@@ -445,7 +525,8 @@ fn pbx(data: &Path, cmd: PbxCommand, out: Output) -> Result<(), CliError> {
             }
             db.edit_pbx(&serial, &edit)?;
             let p = db.pbx(&serial)?;
-            out.print(pbx_json(&p, false), || pbx_text(&p));
+            let usage = service::rehost_usage(&db, &serial, &db.settings()?, now)?;
+            out.print(pbx_json(&p, &usage, false), || pbx_text(&p, &usage));
             Ok(())
         }
         PbxCommand::Revoke { serial, reason } => {
@@ -457,18 +538,26 @@ fn pbx(data: &Path, cmd: PbxCommand, out: Output) -> Result<(), CliError> {
             Ok(())
         }
         PbxCommand::List => {
-            let all = db.list_pbx()?;
+            let settings = db.settings()?;
+            let all = db
+                .list_pbx()?
+                .into_iter()
+                .map(|p| {
+                    let usage = service::rehost_usage(&db, &p.serial, &settings, now)?;
+                    Ok((p, usage))
+                })
+                .collect::<Result<Vec<_>, DbError>>()?;
             if out.json {
-                let list: Vec<_> = all.iter().map(|p| pbx_json(p, false)).collect();
+                let list: Vec<_> = all.iter().map(|(p, u)| pbx_json(p, u, false)).collect();
                 println!("{:#}", serde_json::Value::Array(list));
             } else {
                 println!(
-                    "{:<20} {:<14} {:<18} {:<22} {:<28} TERM END",
-                    "NAME", "SERIAL", "HARDWARE", "LAST REFRESH", "SEATS"
+                    "{:<20} {:<14} {:<18} {:<22} {:<28} {:<8} TERM END",
+                    "NAME", "SERIAL", "HARDWARE", "LAST REFRESH", "SEATS", "REHOSTS"
                 );
-                for p in &all {
+                for (p, usage) in &all {
                     println!(
-                        "{:<20} {:<14} {:<18} {:<22} {:<28} {}",
+                        "{:<20} {:<14} {:<18} {:<22} {:<28} {:<8} {}",
                         p.name,
                         p.serial,
                         p.binding
@@ -479,6 +568,7 @@ fn pbx(data: &Path, cmd: PbxCommand, out: Output) -> Result<(), CliError> {
                             .map(order::when)
                             .unwrap_or_else(|| "never".into()),
                         order::format_counts(&p.seats),
+                        format!("{}/{}", usage.count, usage.limit),
                         term_end(&p.term)
                     );
                 }
@@ -487,12 +577,13 @@ fn pbx(data: &Path, cmd: PbxCommand, out: Output) -> Result<(), CliError> {
         }
         PbxCommand::Show { serial } => {
             let p = db.pbx(&serial)?;
+            let usage = service::rehost_usage(&db, &serial, &db.settings()?, now)?;
             if out.json {
-                let mut v = pbx_json(&p, true);
+                let mut v = pbx_json(&p, &usage, true);
                 v["licenses_issued"] = json!(db.licenses_issued(&serial)?);
                 println!("{v:#}");
             } else {
-                println!("{}", pbx_text(&p));
+                println!("{}", pbx_text(&p, &usage));
                 if let Ok(key) = PortalKey::parse(&p.key) {
                     println!("key:          {key}");
                 }
@@ -510,7 +601,44 @@ fn pbx(data: &Path, cmd: PbxCommand, out: Output) -> Result<(), CliError> {
             }
             Ok(())
         }
+        PbxCommand::ResetRehosts { serial } => {
+            db.reset_rehosts(&serial, now)?;
+            let usage = service::rehost_usage(&db, &serial, &db.settings()?, now)?;
+            out.print(
+                json!({ "serial": serial, "rehosts": rehosts_json(&usage) }),
+                || {
+                    format!(
+                        "reset the rehost count of {serial}: {}",
+                        rehosts_text(&usage)
+                    )
+                },
+            );
+            Ok(())
+        }
     }
+}
+
+fn rehosts_json(u: &RehostUsage) -> serde_json::Value {
+    json!({
+        "count": u.count,
+        "limit": u.limit,
+        "period_days": u.period_days,
+        "next_at": u.next_at,
+    })
+}
+
+fn rehosts_text(u: &RehostUsage) -> String {
+    let mut s = format!(
+        "{} of {} in the last {} days",
+        u.count, u.limit, u.period_days
+    );
+    if let Some(next) = u.next_at {
+        s.push_str(&format!(
+            " (limit reached; next rehost from {})",
+            order::when(next)
+        ));
+    }
+    s
 }
 
 /// The first 16 characters of a hardware ID: enough to tell boxes apart.
@@ -522,7 +650,7 @@ fn term_end(t: &Term) -> String {
     t.ends_at.map(order::when).unwrap_or_else(|| "never".into())
 }
 
-fn pbx_json(p: &Pbx, with_key: bool) -> serde_json::Value {
+fn pbx_json(p: &Pbx, rehosts: &RehostUsage, with_key: bool) -> serde_json::Value {
     let mut v = json!({
         "serial": p.serial,
         "name": p.name,
@@ -537,6 +665,8 @@ fn pbx_json(p: &Pbx, with_key: bool) -> serde_json::Value {
         "last_refresh_at": p.last_refresh_at,
         "seats_in_use": p.seats_in_use,
         "revoked": p.revoked.as_ref().map(|r| json!({ "at": r.at, "reason": r.reason })),
+        "rehosts": rehosts_json(rehosts),
+        "rehosts_reset_at": p.rehosts_reset_at,
     });
     if with_key {
         v["key"] = json!(PortalKey::parse(&p.key)
@@ -546,9 +676,9 @@ fn pbx_json(p: &Pbx, with_key: bool) -> serde_json::Value {
     v
 }
 
-fn pbx_text(p: &Pbx) -> String {
+fn pbx_text(p: &Pbx, rehosts: &RehostUsage) -> String {
     let mut s = format!(
-        "name:         {}\nserial:       {}\ncustomer:     {}\nterm:         {} (ends {})\nenforcement:  {}\nseats:        {}\naddons:       {}\nhardware:     {}\nlast refresh: {}\nseats in use: {}",
+        "name:         {}\nserial:       {}\ncustomer:     {}\nterm:         {} (ends {})\nenforcement:  {}\nseats:        {}\naddons:       {}\nhardware:     {}\nlast refresh: {}\nseats in use: {}\nrehosts:      {}",
         p.name,
         p.serial,
         p.customer,
@@ -565,7 +695,11 @@ fn pbx_text(p: &Pbx) -> String {
             .map(order::when)
             .unwrap_or_else(|| "never".into()),
         order::format_counts(&p.seats_in_use),
+        rehosts_text(rehosts),
     );
+    if let Some(at) = p.rehosts_reset_at {
+        s.push_str(&format!("\nrehosts reset: {}", order::when(at)));
+    }
     if let Some(r) = &p.revoked {
         s.push_str(&format!(
             "\nrevoked:      {} ({})",

@@ -1,6 +1,7 @@
 //! The portal's SQLite database: customers, PBX orders and their current
-//! binding, the history of released bindings, issued licenses, the nonces
-//! seen recently, settings and the fault knob.
+//! binding, the history of released bindings (which the rehost limit counts),
+//! issued licenses, the trials handed out per hardware ID, the nonces seen
+//! recently, settings and the fault knob.
 //!
 //! The server and the admin CLI open it at the same time (a test flips the
 //! fault while the server runs), hence WAL and a busy timeout.
@@ -18,7 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::order;
 
 /// Schema version in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE customers (
@@ -78,6 +79,31 @@ CREATE TABLE settings (
 );
 ";
 
+/// Version 2: the rehost limit's reset mark and the trials.
+const SCHEMA_V2: &str = "
+-- Rehosts released up to this bindings_history id do not count any more
+-- (`pbx reset-rehosts`). An id, not a time, so that a reset and a rehost in
+-- the same second are told apart.
+ALTER TABLE pbx ADD COLUMN rehosts_reset_after INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE pbx ADD COLUMN rehosts_reset_at INTEGER;
+-- One row per hardware ID that ever got a trial: the record that makes a
+-- trial once per machine.
+CREATE TABLE trials (
+    hardware_id       TEXT PRIMARY KEY,
+    system_id         TEXT NOT NULL,
+    first_at          INTEGER NOT NULL,
+    last_at           INTEGER NOT NULL,
+    downloads         INTEGER NOT NULL,
+    components        TEXT NOT NULL,
+    device_public_key TEXT NOT NULL,
+    last_license_id   TEXT NOT NULL
+);
+";
+
+/// The `reason` of a binding released by a rehost; the rehost limit counts
+/// these.
+pub const REASON_REHOSTED: &str = "rehosted";
+
 /// How long a nonce is remembered. A request is accepted only within
 /// ±MAX_CLOCK_SKEW_SECS of its `sent_at`, so a replay is at most twice that
 /// later; an hour leaves room for the portal's own clock steps.
@@ -85,6 +111,10 @@ const NONCE_TTL_SECS: i64 = 3600;
 
 pub const DEFAULT_REFRESH_SECS: i64 = 24 * 60 * 60;
 pub const DEFAULT_GRACE_SECS: i64 = 14 * 24 * 60 * 60;
+pub const DEFAULT_REHOST_LIMIT: u32 = 3;
+pub const DEFAULT_REHOST_PERIOD_DAYS: i64 = 365;
+pub const DEFAULT_TRIAL_SECS: i64 = 90 * 24 * 60 * 60;
+pub const DEFAULT_TRIAL_SEATS: &str = "basic=5,essential=5,business=5,premium=5";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -104,10 +134,14 @@ pub enum DbError {
     CustomerExists(String),
     #[error("there is no PBX with serial {0}; `licportal pbx list` shows them")]
     UnknownSerial(String),
-    #[error("the setting {0:?} is unknown; use refresh_secs or grace_secs")]
+    #[error("the setting {0:?} is unknown; use refresh_secs, grace_secs, rehost_limit, rehost_period_days, trial_secs or trial_seats")]
     UnknownSetting(String),
-    #[error("the setting {key} must be a whole number of seconds above 0, not {value:?}")]
-    BadSetting { key: String, value: String },
+    #[error("the setting {key} must be {rule}, not {value:?}")]
+    BadSetting {
+        key: String,
+        value: String,
+        rule: String,
+    },
 }
 
 /// A device's current binding to a PBX.
@@ -144,6 +178,8 @@ pub struct Pbx {
     pub last_refresh_at: Option<i64>,
     pub seats_in_use: BTreeMap<String, u32>,
     pub last_license_id: Option<String>,
+    /// When `pbx reset-rehosts` last ran.
+    pub rehosts_reset_at: Option<i64>,
 }
 
 /// A new order, as `pbx add` makes it.
@@ -179,10 +215,48 @@ pub struct PastBinding {
     pub moved_to: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     pub refresh_secs: i64,
     pub grace_secs: i64,
+    /// Rehosts allowed per PBX within the period.
+    pub rehost_limit: u32,
+    pub rehost_period_days: i64,
+    /// How long a trial runs from its first download.
+    pub trial_secs: i64,
+    /// Seats per profile of a trial license.
+    pub trial_seats: BTreeMap<String, u32>,
+}
+
+impl Settings {
+    pub fn rehost_period_secs(&self) -> i64 {
+        self.rehost_period_days.saturating_mul(24 * 60 * 60)
+    }
+}
+
+/// One machine's trial: when it first downloaded its trial license, and
+/// the latest download.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trial {
+    pub hardware_id: String,
+    /// `TRIAL-XXXX-XXXX`, the same for every download of this machine.
+    pub system_id: String,
+    pub first_at: i64,
+    pub last_at: i64,
+    pub downloads: u64,
+    pub device_public_key: String,
+    pub last_license_id: String,
+}
+
+/// A trial download to record.
+#[derive(Clone, Debug)]
+pub struct TrialDownload<'a> {
+    pub hardware_id: &'a str,
+    pub system_id: &'a str,
+    pub components: &'a [Component],
+    pub device_public_key: &'a str,
+    pub license_id: &'a str,
+    pub at: i64,
 }
 
 /// Misbehaviours the server can be told to show, for the agent's tests.
@@ -273,9 +347,16 @@ impl Db {
         if version > SCHEMA_VERSION {
             return Err(DbError::TooNew(version));
         }
-        if version < 1 {
+        if version < SCHEMA_VERSION {
+            // All steps in one transaction: a failed upgrade leaves the old
+            // schema as it was.
             let tx = self.conn.unchecked_transaction()?;
-            tx.execute_batch(SCHEMA)?;
+            if version < 1 {
+                tx.execute_batch(SCHEMA)?;
+            }
+            if version < 2 {
+                tx.execute_batch(SCHEMA_V2)?;
+            }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -332,7 +413,7 @@ impl Db {
     const PBX_SELECT: &'static str = "SELECT p.serial, p.portal_key, c.name, p.name, p.term_kind,
         p.term_ends_at, p.enforcement, p.seats, p.addons, p.created_at, p.revoked_at,
         p.revoked_reason, p.hardware_id, p.components, p.device_public_key, p.bound_at,
-        p.last_refresh_at, p.seats_in_use, p.last_license_id
+        p.last_refresh_at, p.seats_in_use, p.last_license_id, p.rehosts_reset_at
         FROM pbx p JOIN customers c ON c.id = p.customer_id";
 
     fn pbx_where(&self, cond: &str, arg: &str) -> Result<Option<Pbx>, DbError> {
@@ -444,6 +525,35 @@ impl Db {
         Ok(())
     }
 
+    /// When the rehosts of a PBX that still count were made, oldest first:
+    /// bindings released by a rehost after `since`, and after the last
+    /// `reset_rehosts`. A re-activation on the same hardware releases
+    /// nothing, so it is not among them.
+    pub fn rehost_times(&self, serial: &str, since: i64) -> Result<Vec<i64>, DbError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT h.released_at FROM bindings_history h JOIN pbx p ON p.serial = h.serial
+             WHERE h.serial = ?1 AND h.reason = ?2 AND h.released_at > ?3
+               AND h.id > p.rehosts_reset_after
+             ORDER BY h.released_at, h.id",
+        )?;
+        let rows = stmt.query_map(params![serial, REASON_REHOSTED, since], |r| r.get(0))?;
+        Ok(rows.collect::<Result<Vec<i64>, _>>()?)
+    }
+
+    /// Makes the rehosts made so far stop counting against the limit.
+    pub fn reset_rehosts(&self, serial: &str, now: i64) -> Result<(), DbError> {
+        let n = self.conn.execute(
+            "UPDATE pbx SET rehosts_reset_at = ?2,
+                 rehosts_reset_after = (SELECT COALESCE(MAX(id), 0) FROM bindings_history)
+             WHERE serial = ?1",
+            params![serial, now],
+        )?;
+        if n == 0 {
+            return Err(DbError::UnknownSerial(serial.to_string()));
+        }
+        Ok(())
+    }
+
     /// Released bindings of a PBX, newest first.
     pub fn history(&self, serial: &str) -> Result<Vec<PastBinding>, DbError> {
         let mut stmt = self.conn.prepare(
@@ -527,6 +637,47 @@ impl Db {
         Ok(n == 1)
     }
 
+    /// The trial of a machine, if it ever got one.
+    pub fn trial(&self, hardware_id: &str) -> Result<Option<Trial>, DbError> {
+        let sql = format!("{TRIAL_SELECT} WHERE hardware_id = ?1");
+        Ok(self
+            .conn
+            .query_row(&sql, [hardware_id], read_trial)
+            .optional()?)
+    }
+
+    /// All trials, the oldest first.
+    pub fn list_trials(&self) -> Result<Vec<Trial>, DbError> {
+        let sql = format!("{TRIAL_SELECT} ORDER BY first_at, hardware_id");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([], read_trial)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Records a trial license download. The first one of a machine starts
+    /// its trial; later ones keep that start and the system id.
+    pub fn record_trial_download(&self, d: &TrialDownload<'_>) -> Result<(), DbError> {
+        self.conn.execute(
+            "INSERT INTO trials (hardware_id, system_id, first_at, last_at, downloads, components,
+                                 device_public_key, last_license_id)
+             VALUES (?1, ?2, ?3, ?3, 1, ?4, ?5, ?6)
+             ON CONFLICT(hardware_id) DO UPDATE SET
+                 last_at = excluded.last_at, downloads = downloads + 1,
+                 components = excluded.components,
+                 device_public_key = excluded.device_public_key,
+                 last_license_id = excluded.last_license_id",
+            params![
+                d.hardware_id,
+                d.system_id,
+                d.at,
+                to_json(&d.components),
+                d.device_public_key,
+                d.license_id
+            ],
+        )?;
+        Ok(())
+    }
+
     fn setting(&self, key: &str) -> Result<Option<String>, DbError> {
         Ok(self
             .conn
@@ -552,24 +703,43 @@ impl Db {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(default))
         };
+        // Values were checked when set; one this build cannot read (an
+        // older or newer licportal wrote it) counts as the default.
+        let trial_seats = self
+            .setting("trial_seats")?
+            .and_then(|v| parse_trial_seats(&v).ok())
+            .unwrap_or_else(default_trial_seats);
         Ok(Settings {
             refresh_secs: int("refresh_secs", DEFAULT_REFRESH_SECS)?,
             grace_secs: int("grace_secs", DEFAULT_GRACE_SECS)?,
+            rehost_limit: int("rehost_limit", DEFAULT_REHOST_LIMIT.into())?
+                .try_into()
+                .unwrap_or(DEFAULT_REHOST_LIMIT),
+            rehost_period_days: int("rehost_period_days", DEFAULT_REHOST_PERIOD_DAYS)?,
+            trial_secs: int("trial_secs", DEFAULT_TRIAL_SECS)?,
+            trial_seats,
         })
     }
 
-    /// Sets `refresh_secs` or `grace_secs`.
+    /// Sets one setting, after checking the value.
+    #[cfg(test)]
     pub fn set_setting(&self, key: &str, value: &str) -> Result<(), DbError> {
-        if key != "refresh_secs" && key != "grace_secs" {
-            return Err(DbError::UnknownSetting(key.to_string()));
+        self.set_settings(&[(key, value)])
+    }
+
+    /// Sets several settings (`settings set`): all of them, or none when
+    /// one is refused.
+    pub fn set_settings(&self, pairs: &[(&str, &str)]) -> Result<(), DbError> {
+        let checked = pairs
+            .iter()
+            .map(|(k, v)| Ok((k.trim(), check_setting(k.trim(), v)?)))
+            .collect::<Result<Vec<_>, DbError>>()?;
+        let tx = self.conn.unchecked_transaction()?;
+        for (key, value) in checked {
+            self.put_setting(key, &value)?;
         }
-        match value.trim().parse::<i64>() {
-            Ok(n) if n > 0 => self.put_setting(key, &n.to_string()),
-            _ => Err(DbError::BadSetting {
-                key: key.to_string(),
-                value: value.to_string(),
-            }),
-        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// The fault knob; a value this build cannot read counts as none.
@@ -583,6 +753,72 @@ impl Db {
     pub fn set_fault(&self, fault: Fault) -> Result<(), DbError> {
         self.put_setting("fault", &fault.to_string())
     }
+}
+
+const MAX_REHOST_PERIOD_DAYS: i64 = 365_000;
+
+/// Checks a setting's value and returns it as stored.
+fn check_setting(key: &str, value: &str) -> Result<String, DbError> {
+    let bad = |rule: &str| DbError::BadSetting {
+        key: key.to_string(),
+        value: value.to_string(),
+        rule: rule.to_string(),
+    };
+    Ok(match key {
+        "refresh_secs" | "grace_secs" | "trial_secs" => match value.trim().parse::<i64>() {
+            Ok(n) if n > 0 => n.to_string(),
+            _ => return Err(bad("a whole number of seconds above 0")),
+        },
+        "rehost_period_days" => match value.trim().parse::<i64>() {
+            // A thousand years is "never forget"; more would only
+            // overflow the arithmetic of times.
+            Ok(n) if (1..=MAX_REHOST_PERIOD_DAYS).contains(&n) => n.to_string(),
+            _ => return Err(bad("a whole number of days from 1 to 365000")),
+        },
+        "rehost_limit" => match value.trim().parse::<u32>() {
+            // 0 would lock a PBX to its box for good, reset or not.
+            Ok(n) if n > 0 => n.to_string(),
+            _ => return Err(bad("a whole number of rehosts above 0")),
+        },
+        "trial_seats" => {
+            let seats = parse_trial_seats(value).map_err(|e| bad(&e))?;
+            order::format_counts(&seats)
+        }
+        _ => return Err(DbError::UnknownSetting(key.to_string())),
+    })
+}
+
+/// Parses `trial_seats` in the syntax of `pbx add --seats`; a trial without
+/// any seat would license nothing, so one is needed.
+fn parse_trial_seats(value: &str) -> Result<BTreeMap<String, u32>, String> {
+    let seats = order::parse_counts(value, order::CountKind::Seats, &order::catalog())
+        .map_err(|e| format!("a seat list like {DEFAULT_TRIAL_SEATS} ({e})"))?;
+    if seats.values().all(|n| *n == 0) {
+        return Err(format!(
+            "a seat list with at least one seat, like {DEFAULT_TRIAL_SEATS}"
+        ));
+    }
+    Ok(seats)
+}
+
+fn default_trial_seats() -> BTreeMap<String, u32> {
+    // The default is a constant this file's tests parse.
+    parse_trial_seats(DEFAULT_TRIAL_SEATS).unwrap_or_default()
+}
+
+const TRIAL_SELECT: &str = "SELECT hardware_id, system_id, first_at, last_at, downloads,
+    device_public_key, last_license_id FROM trials";
+
+fn read_trial(r: &Row<'_>) -> rusqlite::Result<Trial> {
+    Ok(Trial {
+        hardware_id: r.get(0)?,
+        system_id: r.get(1)?,
+        first_at: r.get(2)?,
+        last_at: r.get(3)?,
+        downloads: r.get::<_, i64>(4)?.try_into().unwrap_or(0),
+        device_public_key: r.get(5)?,
+        last_license_id: r.get(6)?,
+    })
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -615,6 +851,7 @@ struct RawPbx {
     last_refresh_at: Option<i64>,
     seats_in_use: Option<String>,
     last_license_id: Option<String>,
+    rehosts_reset_at: Option<i64>,
 }
 
 impl RawPbx {
@@ -639,6 +876,7 @@ impl RawPbx {
             last_refresh_at: r.get(16)?,
             seats_in_use: r.get(17)?,
             last_license_id: r.get(18)?,
+            rehosts_reset_at: r.get(19)?,
         })
     }
 
@@ -697,6 +935,7 @@ impl RawPbx {
             binding,
             last_refresh_at: self.last_refresh_at,
             last_license_id: self.last_license_id,
+            rehosts_reset_at: self.rehosts_reset_at,
         })
     }
 }
@@ -873,23 +1112,190 @@ mod tests {
             db.settings().unwrap(),
             Settings {
                 refresh_secs: DEFAULT_REFRESH_SECS,
-                grace_secs: DEFAULT_GRACE_SECS
+                grace_secs: DEFAULT_GRACE_SECS,
+                rehost_limit: 3,
+                rehost_period_days: 365,
+                trial_secs: 90 * 86_400,
+                trial_seats: BTreeMap::from([
+                    ("basic".into(), 5),
+                    ("business".into(), 5),
+                    ("essential".into(), 5),
+                    ("premium".into(), 5)
+                ]),
             }
         );
         db.set_setting("refresh_secs", "30").unwrap();
-        assert_eq!(db.settings().unwrap().refresh_secs, 30);
+        db.set_setting("rehost_limit", "1").unwrap();
+        db.set_setting("rehost_period_days", "30").unwrap();
+        db.set_setting("trial_secs", "60").unwrap();
+        db.set_setting("trial_seats", " Premium=2 ,basic=1")
+            .unwrap();
+        let s = db.settings().unwrap();
+        assert_eq!(s.refresh_secs, 30);
+        assert_eq!(s.rehost_limit, 1);
+        assert_eq!(s.rehost_period_secs(), 30 * 86_400);
+        assert_eq!(s.trial_secs, 60);
+        assert_eq!(
+            s.trial_seats,
+            BTreeMap::from([("basic".into(), 1), ("premium".into(), 2)])
+        );
         assert!(matches!(
             db.set_setting("refresh", "30"),
             Err(DbError::UnknownSetting(_))
         ));
+        for (key, value) in [
+            ("grace_secs", "0"),
+            ("grace_secs", "soon"),
+            ("trial_secs", "-5"),
+            ("rehost_limit", "0"),
+            ("rehost_limit", "-1"),
+            ("rehost_period_days", "0"),
+            ("rehost_period_days", "99999999999999"),
+            ("trial_seats", "mobile=5"),
+            ("trial_seats", "premium"),
+            ("trial_seats", "basic=0"),
+            ("trial_seats", ""),
+        ] {
+            let err = db.set_setting(key, value).unwrap_err();
+            assert!(
+                matches!(&err, DbError::BadSetting { key: k, .. } if k == key),
+                "{key}={value}: {err}"
+            );
+        }
+        // Nothing of the refused values was stored.
+        assert_eq!(db.settings().unwrap(), s);
+        // Several at once are stored all or none.
+        assert!(db
+            .set_settings(&[("trial_secs", "5"), ("grace_secs", "0")])
+            .is_err());
+        assert_eq!(db.settings().unwrap(), s);
+        db.set_settings(&[("trial_secs", "5"), (" grace_secs ", "7")])
+            .unwrap();
+        assert_eq!(db.settings().unwrap().trial_secs, 5);
+        assert_eq!(db.settings().unwrap().grace_secs, 7);
+    }
+
+    #[test]
+    fn a_bad_trial_seats_message_shows_the_syntax() {
+        let (_d, db) = open();
+        let msg = db
+            .set_setting("trial_seats", "platinum=3")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("platinum") && msg.contains(DEFAULT_TRIAL_SEATS),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn rehosts_count_within_the_period_and_after_a_reset() {
+        let (_d, db) = open();
+        db.add_customer("ACME", 1).unwrap();
+        db.add_pbx(&new_pbx("SYS-1", "KEY1")).unwrap();
+        db.add_pbx(&new_pbx("SYS-2", "KEY2")).unwrap();
+        for (at, reason) in [
+            (2000, REASON_REHOSTED),
+            (3000, "deactivated"),
+            (4000, REASON_REHOSTED),
+        ] {
+            db.bind("SYS-1", &binding("hw", "dev")).unwrap();
+            db.release("SYS-1", at, reason, None).unwrap();
+        }
+        // Another PBX's rehost is not this one's.
+        db.bind("SYS-2", &binding("hw", "dev")).unwrap();
+        db.release("SYS-2", 4500, REASON_REHOSTED, None).unwrap();
+        assert_eq!(db.rehost_times("SYS-1", 0).unwrap(), vec![2000, 4000]);
+        // Only those released after `since`.
+        assert_eq!(db.rehost_times("SYS-1", 2000).unwrap(), vec![4000]);
+
+        db.reset_rehosts("SYS-1", 5000).unwrap();
+        assert_eq!(db.rehost_times("SYS-1", 0).unwrap(), Vec::<i64>::new());
+        assert_eq!(db.pbx("SYS-1").unwrap().rehosts_reset_at, Some(5000));
+        assert_eq!(db.rehost_times("SYS-2", 0).unwrap(), vec![4500]);
+        // A rehost in the same second as the reset, after it, counts.
+        db.bind("SYS-1", &binding("hw", "dev")).unwrap();
+        db.release("SYS-1", 5000, REASON_REHOSTED, None).unwrap();
+        assert_eq!(db.rehost_times("SYS-1", 0).unwrap(), vec![5000]);
         assert!(matches!(
-            db.set_setting("grace_secs", "0"),
-            Err(DbError::BadSetting { .. })
+            db.reset_rehosts("SYS-9", 1),
+            Err(DbError::UnknownSerial(_))
         ));
-        assert!(matches!(
-            db.set_setting("grace_secs", "soon"),
-            Err(DbError::BadSetting { .. })
-        ));
+    }
+
+    #[test]
+    fn trials_keep_their_first_download() {
+        let (_d, db) = open();
+        let comps = binding("hw", "dev").components;
+        let download = |hw: &'static str, license_id: &'static str, at| TrialDownload {
+            hardware_id: hw,
+            system_id: "TRIAL-AAAA-BBBB",
+            components: &comps,
+            device_public_key: "dev",
+            license_id,
+            at,
+        };
+        assert_eq!(db.trial("hw-a").unwrap(), None);
+        db.record_trial_download(&download("hw-a", "lic-1", 1000))
+            .unwrap();
+        db.record_trial_download(&TrialDownload {
+            system_id: "TRIAL-OTHER",
+            device_public_key: "dev2",
+            ..download("hw-a", "lic-2", 2000)
+        })
+        .unwrap();
+        db.record_trial_download(&download("hw-b", "lic-3", 1500))
+            .unwrap();
+        let a = db.trial("hw-a").unwrap().unwrap();
+        assert_eq!(
+            a,
+            Trial {
+                hardware_id: "hw-a".into(),
+                system_id: "TRIAL-AAAA-BBBB".into(),
+                first_at: 1000,
+                last_at: 2000,
+                downloads: 2,
+                device_public_key: "dev2".into(),
+                last_license_id: "lic-2".into(),
+            }
+        );
+        let all: Vec<String> = db
+            .list_trials()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.hardware_id)
+            .collect();
+        assert_eq!(all, vec!["hw-a", "hw-b"]);
+    }
+
+    #[test]
+    fn a_version_1_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("portal.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO customers (name, created_at) VALUES ('ACME', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        db.add_pbx(&new_pbx("SYS-1", "KEY1")).unwrap();
+        db.bind("SYS-1", &binding("hw", "dev")).unwrap();
+        db.release("SYS-1", 2000, REASON_REHOSTED, None).unwrap();
+        assert_eq!(db.rehost_times("SYS-1", 0).unwrap(), vec![2000]);
+        assert_eq!(db.list_trials().unwrap(), vec![]);
+        let version: i64 = db
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(db);
+        // Opening again does not run the steps twice.
+        Db::open(&path).unwrap();
     }
 
     #[test]

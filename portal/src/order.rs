@@ -188,14 +188,18 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], OrderError> {
 /// the phone is not mistaken.
 const SERIAL_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
-/// A new system serial, `SYS-XXXX-XXXX`.
-pub fn new_serial() -> Result<String, OrderError> {
-    let bytes = random_bytes::<8>()?;
+/// `PREFIX-XXXX-XXXX` from 8 bytes, 5 bits of each.
+pub fn system_id(prefix: &str, bytes: &[u8; 8]) -> String {
     let chars: String = bytes
         .iter()
         .map(|b| SERIAL_ALPHABET[(*b & 31) as usize] as char)
         .collect();
-    Ok(format!("SYS-{}-{}", &chars[..4], &chars[4..]))
+    format!("{prefix}-{}-{}", &chars[..4], &chars[4..])
+}
+
+/// A new system serial, `SYS-XXXX-XXXX`.
+pub fn new_serial() -> Result<String, OrderError> {
+    Ok(system_id("SYS", &random_bytes::<8>()?))
 }
 
 /// A new license id; every issued license has its own.

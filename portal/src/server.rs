@@ -12,7 +12,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use licagent::license::SigningKey;
-use licagent::portal::wire::{self, ActivateRequest, MAX_BODY_BYTES};
+use licagent::portal::wire::{self, ActivateRequest, TrialRequest, MAX_BODY_BYTES};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -250,6 +250,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         wire::REHOST_PATH => Endpoint::Activate(Mode::Rehost),
         wire::REFRESH_PATH => Endpoint::Refresh,
         wire::DEACTIVATE_PATH => Endpoint::Deactivate,
+        wire::TRIAL_PATH => Endpoint::Trial,
         _ => {
             let err = ApiError::bad_request(format!("there is no endpoint {path}"));
             return error_response(404, &err);
@@ -314,6 +315,7 @@ enum Endpoint {
     Activate(Mode),
     Refresh,
     Deactivate,
+    Trial,
 }
 
 /// The handler table.
@@ -358,5 +360,12 @@ fn dispatch(
             Ok(ok_json(&wire::LicenseResponse { license }))
         }
         Endpoint::Deactivate => Ok(ok_json(&service::deactivate(&db, body, sig, now)?)),
+        Endpoint::Trial => {
+            let req: TrialRequest = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("the trial request is not valid: {e}"))
+            })?;
+            let license = service::trial(&db, &issuer, &req, now)?;
+            Ok(ok_json(&wire::LicenseResponse { license }))
+        }
     }
 }

@@ -1,16 +1,19 @@
-//! The protocol's decisions, independent of HTTP: who may activate, refresh
-//! or deactivate, and what license they get. The HTTPS server and the
-//! offline CLI both call these, so an offline activation binds and issues
-//! exactly like `/v1/activate`.
+//! The protocol's decisions, independent of HTTP: who may activate, rehost
+//! (and how often), refresh, deactivate or try, and what license they get.
+//! The HTTPS server and the offline CLI both call these, so an offline
+//! activation binds and issues exactly like `/v1/activate`.
 
 use licagent::hwid;
-use licagent::license::{self, LicenseKind, LicensePayload, PortalKey, PublicKey, SigningKey};
+use licagent::license::{
+    self, Enforcement, LicenseKind, LicensePayload, PortalKey, PublicKey, SigningKey, Term,
+    TermKind,
+};
 use licagent::portal::wire::{
     self, ActivateRequest, DeactivateRequest, DeactivateResponse, ErrorBody, ErrorCode,
-    RefreshRequest, Revocation, SignedRevocation, MAX_CLOCK_SKEW_SECS,
+    RefreshRequest, Revocation, SignedRevocation, TrialRequest, MAX_CLOCK_SKEW_SECS,
 };
 
-use crate::db::{Binding, Db, DbError, Pbx};
+use crate::db::{Binding, Db, DbError, Pbx, Settings, TrialDownload, REASON_REHOSTED};
 use crate::order;
 
 /// A refusal, as the wire carries it.
@@ -174,6 +177,65 @@ fn issue(
     Ok(armored)
 }
 
+/// How much of the rehost limit a PBX has used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RehostUsage {
+    /// Rehosts within the period (since the last reset).
+    pub count: u32,
+    pub limit: u32,
+    pub period_days: i64,
+    /// When the limit is reached: the time from which a rehost is possible
+    /// again, as the oldest counted rehosts leave the period.
+    pub next_at: Option<i64>,
+}
+
+/// Counts the rehosts of a PBX in the period ending `now`.
+pub fn rehost_usage(
+    db: &Db,
+    serial: &str,
+    settings: &Settings,
+    now: i64,
+) -> Result<RehostUsage, DbError> {
+    let period = settings.rehost_period_secs();
+    let times = db.rehost_times(serial, now.saturating_sub(period))?;
+    let count = u32::try_from(times.len()).unwrap_or(u32::MAX);
+    let limit = settings.rehost_limit;
+    // With `count` at or over the limit, a rehost is possible once
+    // count - limit + 1 of them left the period: the one at index
+    // count - limit (oldest first) is the last that has to go.
+    let next_at = (count >= limit)
+        .then(|| times.get((count - limit) as usize))
+        .flatten()
+        .map(|t| t.saturating_add(period));
+    Ok(RehostUsage {
+        count,
+        limit,
+        period_days: settings.rehost_period_days,
+        next_at,
+    })
+}
+
+fn rehost_limit_error(serial: &str, usage: &RehostUsage, next_at: i64) -> ApiError {
+    let times = |n: u32| {
+        if n == 1 {
+            "once".to_string()
+        } else {
+            format!("{n} times")
+        }
+    };
+    ApiError::new(
+        ErrorCode::RehostLimit,
+        format!(
+            "the PBX {serial} was rehosted {} in the last {} days and the limit is {} per {} days; the next rehost is possible from {}, or the vendor can reset the count with `licportal pbx reset-rehosts {serial}`",
+            times(usage.count),
+            usage.period_days,
+            usage.limit,
+            usage.period_days,
+            order::when(next_at)
+        ),
+    )
+}
+
 /// `/v1/activate` and `/v1/rehost`: binds the PBX of `req.key` to the
 /// requesting machine and issues its license.
 pub fn activate(
@@ -228,7 +290,11 @@ pub fn activate(
                     ))
                 }
                 Mode::Rehost => {
-                    db.release(&pbx.serial, now, "rehosted", Some(&req.hardware_id))?;
+                    let usage = rehost_usage(db, &pbx.serial, &db.settings()?, now)?;
+                    if let Some(next) = usage.next_at {
+                        return Err(rehost_limit_error(&pbx.serial, &usage, next));
+                    }
+                    db.release(&pbx.serial, now, REASON_REHOSTED, Some(&req.hardware_id))?;
                     tracing::info!(
                         serial = %pbx.serial, from = %bound.hardware_id, to = %req.hardware_id,
                         "rehosted"
@@ -250,6 +316,104 @@ pub fn activate(
     };
     db.bind(&pbx.serial, &binding)?;
     issue(db, issuer, &pbx, &binding, &req.nonce, now)
+}
+
+/// Prefix of the hash that names a trial system, so that the name says
+/// nothing a plain hash of the hardware ID would.
+const TRIAL_ID_CONTEXT: &[u8] = b"licportal-trial-system-id\0";
+
+/// The system id of a machine's trial, `TRIAL-XXXX-XXXX`: derived from its
+/// hardware ID, so that every download names the same system.
+pub fn trial_system_id(hardware_id: &str) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(TRIAL_ID_CONTEXT);
+    ctx.update(hardware_id.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&ctx.finish().as_ref()[..8]);
+    // 40 bits: collisions need about a million trials, and would only
+    // share a name, not a trial (trials are kept per hardware ID).
+    order::system_id("TRIAL", &bytes)
+}
+
+/// When a trial that started at `first_at` ends. From the current setting,
+/// so that the vendor can lengthen or shorten running trials.
+pub fn trial_ends_at(settings: &Settings, first_at: i64) -> i64 {
+    first_at.saturating_add(settings.trial_secs)
+}
+
+/// `/v1/trial`: a trial license for the requesting machine. The first
+/// download starts the trial; later ones get the same end, until it is
+/// reached.
+pub fn trial(
+    db: &Db,
+    issuer: &Issuer<'_>,
+    req: &TrialRequest,
+    now: i64,
+) -> Result<String, ApiError> {
+    check_nonce(&req.nonce)?;
+    check_hardware(&req.hardware_id, &req.components)?;
+    PublicKey::from_base64(&req.device_public_key)
+        .map_err(|_| ApiError::bad_request("the device public key must be base64 of 32 bytes"))?;
+    let settings = db.settings()?;
+    let past = db.trial(&req.hardware_id)?;
+    let first_at = past.as_ref().map_or(now, |t| t.first_at);
+    let ends_at = trial_ends_at(&settings, first_at);
+    if now >= ends_at {
+        return Err(ApiError::new(
+            ErrorCode::TrialUsed,
+            format!(
+                "the trial of this machine ended at {}; a PBX key from the vendor is needed to license it",
+                order::when(ends_at)
+            ),
+        ));
+    }
+    let system_id = past
+        .map(|t| t.system_id)
+        .unwrap_or_else(|| trial_system_id(&req.hardware_id));
+    let license_id = order::new_license_id()?;
+    let payload = LicensePayload {
+        format: license::payload::PAYLOAD_FORMAT,
+        license_id: license_id.clone(),
+        system_id: system_id.clone(),
+        pbx_name: "Trial".into(),
+        hardware_id: req.hardware_id.clone(),
+        hardware: req.components.clone(),
+        kind: LicenseKind::Trial,
+        issued_at: now,
+        term: Term {
+            kind: TermKind::Monthly,
+            ends_at: Some(ends_at),
+        },
+        // A trial never asks the portal again: it runs to its end.
+        refresh_due: None,
+        grace_secs: 0,
+        enforcement: Enforcement::Hard,
+        seats: settings.trial_seats.clone(),
+        addons: Default::default(),
+        catalog: order::catalog(),
+        device_public_key: Some(req.device_public_key.clone()),
+        nonce: Some(
+            issuer
+                .nonce_override
+                .clone()
+                .unwrap_or_else(|| req.nonce.clone()),
+        ),
+    };
+    // Recorded before it is handed out: a download the portal forgot would
+    // let the machine start its trial again.
+    db.record_trial_download(&TrialDownload {
+        hardware_id: &req.hardware_id,
+        system_id: &system_id,
+        components: &req.components,
+        device_public_key: &req.device_public_key,
+        license_id: &license_id,
+        at: now,
+    })?;
+    tracing::info!(
+        system_id = %system_id, license_id = %license_id, hardware_id = %req.hardware_id,
+        ends_at, "issued trial license"
+    );
+    Ok(license::sign(&payload, issuer.license_key))
 }
 
 /// How a signed request's device was recognised.
@@ -744,6 +908,265 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.code, ErrorCode::Revoked);
+    }
+
+    fn rehost(env: &Env, dev: &Device, now: i64) -> Result<String, ApiError> {
+        activate(
+            &env.db,
+            &Issuer::new(&env.key),
+            &activation(env, dev),
+            Mode::Rehost,
+            now,
+        )
+    }
+
+    #[test]
+    fn rehosts_are_limited_per_period() {
+        let env = env();
+        env.db.set_setting("rehost_limit", "2").unwrap();
+        env.db.set_setting("rehost_period_days", "10").unwrap();
+        let a = device("00:00:00:00:00:0a");
+        let b = device("00:00:00:00:00:0b");
+        let usage =
+            |now| rehost_usage(&env.db, &env.serial, &env.db.settings().unwrap(), now).unwrap();
+        // The first activation binds; it is no rehost.
+        rehost(&env, &a, NOW).unwrap();
+        assert_eq!(usage(NOW).count, 0);
+        rehost(&env, &b, NOW + 100).unwrap();
+        // The same hardware again is a re-activation: not counted.
+        rehost(&env, &b, NOW + 150).unwrap();
+        assert_eq!(usage(NOW + 150).count, 1);
+        rehost(&env, &a, NOW + 200).unwrap();
+        let full = usage(NOW + 300);
+        assert_eq!(
+            full,
+            RehostUsage {
+                count: 2,
+                limit: 2,
+                period_days: 10,
+                next_at: Some(NOW + 100 + 10 * 86_400),
+            }
+        );
+        let err = rehost(&env, &b, NOW + 300).unwrap_err();
+        assert_eq!(err.code, ErrorCode::RehostLimit);
+        assert_eq!(err.status(), 429);
+        for part in [
+            "rehosted 2 times in the last 10 days",
+            "the limit is 2 per 10 days",
+            &order::when(NOW + 100 + 10 * 86_400),
+            &format!("licportal pbx reset-rehosts {}", env.serial),
+        ] {
+            assert!(err.message.contains(part), "{part:?} in {}", err.message);
+        }
+        // Refused means nothing moved.
+        let bound = env.db.pbx(&env.serial).unwrap().binding.unwrap();
+        assert_eq!(bound.hardware_id, hwid::hardware_id(&a.components));
+        // Re-activating where it is bound still works at the limit.
+        rehost(&env, &a, NOW + 300).unwrap();
+        // Once the oldest rehost left the period, one more is possible.
+        let later = NOW + 100 + 10 * 86_400;
+        assert_eq!(usage(later).count, 1);
+        assert_eq!(usage(later).next_at, None);
+        rehost(&env, &b, later).unwrap();
+        assert!(rehost(&env, &a, later + 1).is_err());
+        // A reset by the vendor lets it rehost again at once.
+        env.db.reset_rehosts(&env.serial, later + 2).unwrap();
+        assert_eq!(usage(later + 2).count, 0);
+        rehost(&env, &a, later + 2).unwrap();
+    }
+
+    #[test]
+    fn the_next_rehost_waits_for_enough_to_leave_the_period() {
+        let env = env();
+        let devs: Vec<Device> = (0..4)
+            .map(|i| device(&format!("00:00:00:00:00:0{i}")))
+            .collect();
+        for (i, dev) in devs.iter().enumerate() {
+            rehost(&env, dev, NOW + i as i64).unwrap();
+        }
+        // Three rehosts (at +1, +2, +3) with the default limit of 3.
+        let day = 86_400;
+        let settings = env.db.settings().unwrap();
+        let u = rehost_usage(&env.db, &env.serial, &settings, NOW + 10).unwrap();
+        assert_eq!((u.count, u.limit), (3, 3));
+        assert_eq!(u.next_at, Some(NOW + 1 + 365 * day));
+        // Lowered to 1, two of them must leave first: the one at +2.
+        env.db.set_setting("rehost_limit", "1").unwrap();
+        let settings = env.db.settings().unwrap();
+        let u = rehost_usage(&env.db, &env.serial, &settings, NOW + 10).unwrap();
+        assert_eq!(u.next_at, Some(NOW + 3 + 365 * day));
+    }
+
+    #[test]
+    fn deactivation_and_activation_are_no_rehosts() {
+        let env = env();
+        let issuer = Issuer::new(&env.key);
+        env.db.set_setting("rehost_limit", "1").unwrap();
+        let a = device("00:00:00:00:00:0a");
+        let b = device("00:00:00:00:00:0b");
+        activate(&env.db, &issuer, &activation(&env, &a), Mode::Activate, NOW).unwrap();
+        env.db
+            .release(&env.serial, NOW + 1, "deactivated", None)
+            .unwrap();
+        // Unbound: /v1/rehost only binds.
+        rehost(&env, &b, NOW + 2).unwrap();
+        let settings = env.db.settings().unwrap();
+        let u = rehost_usage(&env.db, &env.serial, &settings, NOW + 3).unwrap();
+        assert_eq!(u.count, 0);
+        rehost(&env, &a, NOW + 3).unwrap();
+    }
+
+    struct TrialEnv {
+        _dir: tempfile::TempDir,
+        db: Db,
+        key: SigningKey,
+        ring: KeyRing,
+    }
+
+    fn trial_env() -> TrialEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("portal.db")).unwrap();
+        let (key, _) = SigningKey::generate();
+        let mut ring = KeyRing::empty();
+        ring.add(key.public_key());
+        TrialEnv {
+            _dir: dir,
+            db,
+            key,
+            ring,
+        }
+    }
+
+    fn trial_request(dev: &Device) -> TrialRequest {
+        TrialRequest {
+            hardware_id: hwid::hardware_id(&dev.components),
+            components: dev.components.clone(),
+            device_public_key: dev.key.public_key().to_base64(),
+            nonce: wire::new_nonce(),
+            agent_version: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_trial_runs_once_per_machine_from_its_first_download() {
+        let env = trial_env();
+        let issuer = Issuer::new(&env.key);
+        let dev = device("00:11:22:33:44:55");
+        let req = trial_request(&dev);
+        let first = trial(&env.db, &issuer, &req, NOW).unwrap();
+        let p = license::verify(&first, &env.ring).unwrap();
+        let ends = NOW + crate::db::DEFAULT_TRIAL_SECS;
+        assert_eq!(p.kind, LicenseKind::Trial);
+        assert_eq!(p.pbx_name, "Trial");
+        assert!(p.system_id.starts_with("TRIAL-"), "{}", p.system_id);
+        assert_eq!(p.system_id, trial_system_id(&req.hardware_id));
+        assert_eq!(p.hardware_id, req.hardware_id);
+        assert_eq!(p.hardware, req.components);
+        assert_eq!(
+            p.term,
+            Term {
+                kind: TermKind::Monthly,
+                ends_at: Some(ends)
+            }
+        );
+        assert_eq!(p.refresh_due, None);
+        assert_eq!(p.enforcement, Enforcement::Hard);
+        assert_eq!(p.seats, env.db.settings().unwrap().trial_seats);
+        assert_eq!(p.seats["premium"], 5);
+        assert!(p.addons.is_empty());
+        assert_eq!(p.nonce.as_deref(), Some(req.nonce.as_str()));
+        assert_eq!(
+            p.device_public_key.as_deref(),
+            Some(req.device_public_key.as_str())
+        );
+
+        // Later, from the same machine: a fresh license, the same end.
+        let again = trial(&env.db, &issuer, &trial_request(&dev), NOW + 1000).unwrap();
+        let q = license::verify(&again, &env.ring).unwrap();
+        assert_ne!(q.license_id, p.license_id);
+        assert_eq!(q.system_id, p.system_id);
+        assert_eq!(q.term.ends_at, Some(ends));
+        assert_eq!(q.issued_at, NOW + 1000);
+        let t = env.db.trial(&req.hardware_id).unwrap().unwrap();
+        assert_eq!((t.first_at, t.downloads), (NOW, 2));
+
+        // At its end it is used up, even with a new device key.
+        let err = trial(&env.db, &issuer, &trial_request(&dev), ends).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TrialUsed);
+        assert_eq!(err.status(), 409);
+        assert!(
+            err.message.contains(&order::when(ends)) && err.message.contains("key"),
+            "{}",
+            err.message
+        );
+        let fresh_key = Device {
+            key: SigningKey::generate().0,
+            components: dev.components.clone(),
+        };
+        assert_eq!(
+            trial(&env.db, &issuer, &trial_request(&fresh_key), ends + 1)
+                .unwrap_err()
+                .code,
+            ErrorCode::TrialUsed
+        );
+
+        // Another machine has its own trial.
+        let other = device("66:77:88:99:aa:bb");
+        let text = trial(&env.db, &issuer, &trial_request(&other), ends).unwrap();
+        let o = license::verify(&text, &env.ring).unwrap();
+        assert_ne!(o.system_id, p.system_id);
+        assert_eq!(o.term.ends_at, Some(ends + crate::db::DEFAULT_TRIAL_SECS));
+    }
+
+    #[test]
+    fn a_trial_ends_by_the_current_setting() {
+        let env = trial_env();
+        let issuer = Issuer::new(&env.key);
+        let dev = device("00:11:22:33:44:55");
+        trial(&env.db, &issuer, &trial_request(&dev), NOW).unwrap();
+        env.db.set_setting("trial_secs", "60").unwrap();
+        env.db.set_setting("trial_seats", "basic=2").unwrap();
+        let text = trial(&env.db, &issuer, &trial_request(&dev), NOW + 59).unwrap();
+        let p = license::verify(&text, &env.ring).unwrap();
+        assert_eq!(p.term.ends_at, Some(NOW + 60));
+        assert_eq!(p.seats, BTreeMap::from([("basic".into(), 2)]));
+        assert_eq!(
+            trial(&env.db, &issuer, &trial_request(&dev), NOW + 60)
+                .unwrap_err()
+                .code,
+            ErrorCode::TrialUsed
+        );
+    }
+
+    #[test]
+    fn a_trial_request_is_checked_and_a_refusal_records_nothing() {
+        let env = trial_env();
+        let issuer = Issuer::new(&env.key);
+        let dev = device("00:11:22:33:44:55");
+        let code = |req: &TrialRequest| trial(&env.db, &issuer, req, NOW).unwrap_err().code;
+        let mut req = trial_request(&dev);
+        req.hardware_id = "0".repeat(64);
+        assert_eq!(code(&req), ErrorCode::BadRequest);
+        let mut req = trial_request(&dev);
+        req.components.clear();
+        assert_eq!(code(&req), ErrorCode::BadRequest);
+        let mut req = trial_request(&dev);
+        req.nonce = "short".into();
+        assert_eq!(code(&req), ErrorCode::BadRequest);
+        let mut req = trial_request(&dev);
+        req.device_public_key = "AAAA".into();
+        assert_eq!(code(&req), ErrorCode::BadRequest);
+        assert_eq!(env.db.list_trials().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn trial_system_ids_are_stable_and_shaped_like_serials() {
+        let a = trial_system_id("hw-a");
+        assert_eq!(a, trial_system_id("hw-a"));
+        assert_ne!(a, trial_system_id("hw-b"));
+        assert_eq!(a.len(), "TRIAL-XXXX-XXXX".len());
+        assert!(a.starts_with("TRIAL-") && a.as_bytes()[10] == b'-');
+        assert!(!a[6..].contains(['I', 'L', 'O', 'U']), "{a}");
     }
 
     #[test]

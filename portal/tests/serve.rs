@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use licagent::hwid::{self, Component, ComponentKind};
 use licagent::license::{self, KeyRing, LicenseError, PortalKey, PublicKey, SigningKey};
+use licagent::license::{LicenseKind, TermKind};
 use licagent::portal::wire::{
     self, ActivateRequest, DeactivateRequest, DeactivateResponse, ErrorBody, ErrorCode,
-    LicenseResponse, RefreshRequest, RequestCode,
+    LicenseResponse, RefreshRequest, RequestCode, TrialRequest,
 };
 use serde_json::Value;
 
@@ -185,6 +186,16 @@ impl Portal {
             .await
     }
 
+    async fn rehost(&self, req: &ActivateRequest) -> (u16, Vec<u8>) {
+        self.post(wire::REHOST_PATH, serde_json::to_vec(req).unwrap(), None)
+            .await
+    }
+
+    async fn trial(&self, req: &TrialRequest) -> (u16, Vec<u8>) {
+        self.post(wire::TRIAL_PATH, serde_json::to_vec(req).unwrap(), None)
+            .await
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.server.take() {
             let _ = child.kill();
@@ -222,6 +233,16 @@ impl Device {
     fn activation(&self, key: &str) -> ActivateRequest {
         ActivateRequest {
             key: key.to_string(),
+            hardware_id: self.hardware_id(),
+            components: self.components.clone(),
+            device_public_key: self.key.public_key().to_base64(),
+            nonce: wire::new_nonce(),
+            agent_version: "test".into(),
+        }
+    }
+
+    fn trial(&self) -> TrialRequest {
+        TrialRequest {
             hardware_id: self.hardware_id(),
             components: self.components.clone(),
             device_public_key: self.key.public_key().to_base64(),
@@ -405,6 +426,154 @@ async fn bindings_move_by_rehost_and_deactivate() {
     assert_eq!(portal.activate(&third.activation(&key)).await.0, 200);
     let shown = portal.cli_json(&["pbx", "show", &serial]);
     assert_eq!(shown["hardware_id"], third.hardware_id());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rehosts_are_limited_until_the_vendor_resets_them() {
+    let portal = Portal::start();
+    let (key, serial) = portal.add_pbx();
+    portal.cli(&["settings", "set", "rehost_limit=2"]);
+    let a = Device::new("00:11:22:33:44:55");
+    let b = Device::new("66:77:88:99:aa:bb");
+    let c = Device::new("02:00:00:00:00:03");
+    let rehosts = |portal: &Portal| portal.cli_json(&["pbx", "show", &serial])["rehosts"].clone();
+
+    assert_eq!(portal.activate(&a.activation(&key)).await.0, 200);
+    let (status, body) = portal.rehost(&b.activation(&key)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    // Activating again where it is bound is no rehost.
+    assert_eq!(portal.rehost(&b.activation(&key)).await.0, 200);
+    assert_eq!(portal.activate(&b.activation(&key)).await.0, 200);
+    let r = rehosts(&portal);
+    assert_eq!(
+        (r["count"].as_i64(), r["limit"].as_i64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(r["period_days"], 365);
+    assert!(r["next_at"].is_null());
+
+    assert_eq!(portal.rehost(&a.activation(&key)).await.0, 200);
+    let r = rehosts(&portal);
+    assert_eq!(r["count"], 2);
+    let next_at = r["next_at"].as_i64().expect("the limit is reached");
+    assert!(next_at > licagent::time::now() + 364 * 86_400);
+
+    // One more is refused, and says what to do.
+    let (status, body) = portal.rehost(&c.activation(&key)).await;
+    assert_eq!(status, 429);
+    let err = error_of(&body).error;
+    assert_eq!(err.code, ErrorCode::RehostLimit);
+    for part in [
+        "rehosted 2 times in the last 365 days",
+        "the limit is 2 per 365 days",
+        "the next rehost is possible from",
+        &format!("licportal pbx reset-rehosts {serial}"),
+    ] {
+        assert!(err.message.contains(part), "{part:?} in {}", err.message);
+    }
+    // Nothing moved: the box it is on keeps working.
+    let shown = portal.cli_json(&["pbx", "show", &serial]);
+    assert_eq!(shown["hardware_id"], a.hardware_id());
+    let (body, sig) = a.signed(&a.refresh(&serial));
+    assert_eq!(portal.post(wire::REFRESH_PATH, body, sig).await.0, 200);
+
+    // The list shows the count against the limit, for people and programs.
+    let listed = portal.cli(&["pbx", "list"]);
+    assert!(
+        listed.contains("REHOSTS") && listed.contains("2/2"),
+        "{listed}"
+    );
+    let listed = portal.cli_json(&["pbx", "list"]);
+    assert_eq!(listed[0]["rehosts"]["count"], 2);
+    assert_eq!(listed[0]["rehosts"]["next_at"], next_at);
+    let text = portal.cli(&["pbx", "show", &serial]);
+    assert!(
+        text.contains("rehosts:      2 of 2 in the last 365 days"),
+        "{text}"
+    );
+
+    // The vendor resets the count: the rehost goes through.
+    let reset = portal.cli_json(&["pbx", "reset-rehosts", &serial]);
+    assert_eq!(reset["rehosts"]["count"], 0);
+    let (status, body) = portal.rehost(&c.activation(&key)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let r = rehosts(&portal);
+    assert_eq!(r["count"], 1);
+    assert!(portal.cli_json(&["pbx", "show", &serial])["rehosts_reset_at"].is_i64());
+    let out = portal.cli_output(&["pbx", "reset-rehosts", "SYS-0000-0000"]);
+    assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trial_runs_once_per_machine() {
+    let portal = Portal::start();
+    let dev = Device::new("00:11:22:33:44:55");
+    let trial_secs = 90 * 86_400;
+
+    let req = dev.trial();
+    let (status, body) = portal.trial(&req).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let first = license::verify(&license_of(&body), &portal.ring).unwrap();
+    assert_eq!(first.kind, LicenseKind::Trial);
+    assert!(first.system_id.starts_with("TRIAL-"), "{}", first.system_id);
+    assert_eq!(first.pbx_name, "Trial");
+    assert_eq!(first.hardware_id, dev.hardware_id());
+    assert_eq!(first.nonce.as_deref(), Some(req.nonce.as_str()));
+    assert_eq!(first.refresh_due, None);
+    assert_eq!(first.term.kind, TermKind::Monthly);
+    let ends = first.term.ends_at.unwrap();
+    assert_eq!(ends, first.issued_at + trial_secs);
+    assert!((ends - licagent::time::now() - trial_secs).abs() < 60);
+    assert_eq!(first.seats["basic"], 5);
+    assert_eq!(first.seats["premium"], 5);
+
+    // Again from the same machine: a fresh license with the same end.
+    let (status, body) = portal.trial(&dev.trial()).await;
+    assert_eq!(status, 200);
+    let again = license::verify(&license_of(&body), &portal.ring).unwrap();
+    assert_ne!(again.license_id, first.license_id);
+    assert_eq!(again.system_id, first.system_id);
+    assert_eq!(again.term.ends_at, Some(ends));
+
+    let trials = portal.cli_json(&["trial", "list"]);
+    assert_eq!(trials[0]["hardware_id"], dev.hardware_id());
+    assert_eq!(trials[0]["first_at"], first.issued_at);
+    assert_eq!(trials[0]["ends_at"], ends);
+    assert_eq!(trials[0]["downloads"], 2);
+    let text = portal.cli(&["trial", "list"]);
+    assert!(
+        text.contains(&first.system_id) && text.contains("running"),
+        "{text}"
+    );
+
+    // Shortened by the vendor, the trial is over: a key is needed now.
+    portal.cli(&["settings", "set", "trial_secs=1"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, body) = portal.trial(&dev.trial()).await;
+    assert_eq!(status, 409);
+    let err = error_of(&body).error;
+    assert_eq!(err.code, ErrorCode::TrialUsed);
+    assert!(
+        err.message.contains("the trial of this machine ended at") && err.message.contains("key"),
+        "{}",
+        err.message
+    );
+    assert!(portal.cli(&["trial", "list"]).contains("ended"));
+
+    // Another machine gets its own trial.
+    let other = Device::new("66:77:88:99:aa:bb");
+    let (status, body) = portal.trial(&other.trial()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let lic = license::verify(&license_of(&body), &portal.ring).unwrap();
+    assert_ne!(lic.system_id, first.system_id);
+    assert_eq!(lic.term.ends_at, Some(lic.issued_at + 1));
+
+    // A hardware ID that is not its components' is refused.
+    let mut wrong = dev.trial();
+    wrong.hardware_id = other.hardware_id();
+    let (status, body) = portal.trial(&wrong).await;
+    assert_eq!(status, 400);
+    assert_eq!(error_of(&body).error.code, ErrorCode::BadRequest);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -627,6 +796,27 @@ fn admin_commands_check_their_input() {
 
     let v = portal.cli_json(&["settings", "set", "refresh_secs=60", "grace_secs=120"]);
     assert_eq!(v["refresh_secs"], 60);
+    assert_eq!(v["rehost_limit"], 3);
+    assert_eq!(v["trial_seats"], "basic=5,business=5,essential=5,premium=5");
+    let v = portal.cli_json(&[
+        "settings",
+        "set",
+        "rehost_limit=5",
+        "rehost_period_days=30",
+        "trial_secs=3600",
+        "trial_seats=premium=2",
+    ]);
+    assert_eq!(v["rehost_limit"], 5);
+    assert_eq!(v["rehost_period_days"], 30);
+    assert_eq!(v["trial_secs"], 3600);
+    assert_eq!(v["trial_seats"], "premium=2");
+    // One bad pair stores none of them.
+    let out = portal.cli_output(&["settings", "set", "trial_secs=60", "trial_seats=gold=1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gold"));
+    assert_eq!(portal.cli_json(&["settings", "show"])["trial_secs"], 3600);
+    let text = portal.cli(&["settings", "show"]);
+    assert!(text.contains("rehost_period_days=30"), "{text}");
     assert!(!portal
         .cli_output(&["settings", "set", "refresh=60"])
         .status

@@ -37,6 +37,7 @@ pub const ACTIVATE_PATH: &str = "/v1/activate";
 pub const REHOST_PATH: &str = "/v1/rehost";
 pub const REFRESH_PATH: &str = "/v1/refresh";
 pub const DEACTIVATE_PATH: &str = "/v1/deactivate";
+pub const TRIAL_PATH: &str = "/v1/trial";
 
 /// `POST /v1/activate` (and `POST /v1/rehost`, same body).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +53,20 @@ pub struct ActivateRequest {
     pub agent_version: String,
 }
 
-/// The answer to activate, rehost and refresh.
+/// `POST /v1/trial`: a trial license for this machine, once per hardware ID.
+/// Answered with a [`LicenseResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrialRequest {
+    pub hardware_id: String,
+    pub components: Vec<Component>,
+    /// Base64 of the device's 32-byte Ed25519 public key.
+    pub device_public_key: String,
+    /// Base64 of 16 random bytes; the license echoes it.
+    pub nonce: String,
+    pub agent_version: String,
+}
+
+/// The answer to activate, rehost, refresh and trial.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LicenseResponse {
     /// An armored license file.
@@ -102,6 +116,11 @@ pub enum ErrorCode {
     StaleRequest,
     Replayed,
     Internal,
+    /// The PBX was rehosted as often as the portal allows in its period;
+    /// the message says when the next rehost is possible.
+    RehostLimit,
+    /// This machine's trial ended; only a PBX key licenses it now.
+    TrialUsed,
     /// A code this build does not know (a newer portal); treat as a failure
     /// to retry later, never as a revocation.
     #[serde(other)]
@@ -114,7 +133,8 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => 400,
             ErrorCode::UnknownKey | ErrorCode::UnknownSystem => 404,
-            ErrorCode::BoundElsewhere => 409,
+            ErrorCode::BoundElsewhere | ErrorCode::TrialUsed => 409,
+            ErrorCode::RehostLimit => 429,
             ErrorCode::Revoked => 410,
             ErrorCode::BadSignature | ErrorCode::StaleRequest | ErrorCode::Replayed => 401,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
@@ -553,6 +573,15 @@ mod tests {
         assert_eq!(ErrorCode::Revoked.status(), 410);
         assert_eq!(ErrorCode::StaleRequest.status(), 401);
         assert_eq!(ErrorCode::UnknownSystem.status(), 404);
+        assert_eq!(ErrorCode::RehostLimit.status(), 429);
+        assert_eq!(ErrorCode::TrialUsed.status(), 409);
+        for (code, text) in [
+            (ErrorCode::RehostLimit, "\"rehost_limit\""),
+            (ErrorCode::TrialUsed, "\"trial_used\""),
+        ] {
+            assert_eq!(serde_json::to_string(&code).unwrap(), text);
+            assert_eq!(serde_json::from_str::<ErrorCode>(text).unwrap(), code);
+        }
         let parsed: ErrorBody =
             serde_json::from_str(r#"{"error":{"code":"something_new","message":"m"}}"#).unwrap();
         assert_eq!(parsed.error.code, ErrorCode::Unknown);
