@@ -232,3 +232,61 @@ fn test_mode_longer_than_eight_hours_is_refused_by_the_config() {
     assert_eq!(out.status.code(), Some(6));
     assert!(stderr(&out).contains("8 hours"), "{}", stderr(&out));
 }
+
+#[test]
+fn trial_once_per_machine() {
+    let env = Env::new();
+    let mut portal = Portal::init(env.dir.path());
+    portal.admin(&["settings", "set", "trial_secs=4"]);
+    portal.serve();
+    portal.configure(&env);
+    let mut d = env.start();
+    d.await_ready();
+    let out = env.cli(&["trial", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let st = json(&out);
+    assert_eq!(st["state"], "trial");
+    assert_eq!(st["licensed"], true);
+    assert_eq!(st["license"]["kind"], "trial");
+    let ends = st["license"]["expires_at"].clone();
+    // Asking again while it runs: the same trial, not a longer one.
+    let again = json(&env.cli(&["trial", "--json"]));
+    assert_eq!(again["license"]["expires_at"], ends);
+    // It ends by itself, and the machine cannot start another.
+    wait_state(&env, "expired");
+    let out = env.cli(&["trial"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("trial"), "{}", stderr(&out));
+    // Another machine gets its own.
+    let (other, mut o) = agent_on(&portal, "arm-board");
+    assert!(other.cli(&["trial"]).status.success());
+    o.stop();
+    d.stop();
+}
+
+#[test]
+fn rehost_limit_is_enforced_and_shown() {
+    let first = Env::with_hardware("bare-metal");
+    let mut portal = Portal::init(first.dir.path());
+    portal.admin(&["settings", "set", "rehost_limit=1"]);
+    let pbx = portal.add_pbx("Floating", "basic=1");
+    portal.serve();
+    let (a, mut da) = agent_on(&portal, "bare-metal");
+    assert!(a.cli(&["activate", &pbx.key]).status.success());
+    let (b, mut db) = agent_on(&portal, "vm-dynamic-mac");
+    assert!(b.cli(&["activate", &pbx.key, "--rehost"]).status.success());
+    let (c, mut dc) = agent_on(&portal, "arm-board");
+    let out = c.cli(&["activate", &pbx.key, "--rehost"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("reset-rehosts"), "{}", stderr(&out));
+    assert_eq!(status(&c)["state"], "unlicensed");
+    let shown = json(&portal.admin(&["pbx", "show", &pbx.serial, "--json"]));
+    assert_eq!(shown["rehosts"]["count"], 1);
+    assert_eq!(shown["rehosts"]["limit"], 1);
+    // The vendor resets the count; the move goes through.
+    portal.admin(&["pbx", "reset-rehosts", &pbx.serial]);
+    assert!(c.cli(&["activate", &pbx.key, "--rehost"]).status.success());
+    da.stop();
+    db.stop();
+    dc.stop();
+}

@@ -183,6 +183,10 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
                 Err(e) => error(link_status(&e), &e.to_string()),
             }
         }
+        "/v1/trial" => match link.trial(agent).await {
+            Ok(_) => json(StatusCode::OK, &status(shared)),
+            Err(e) => error(link_status(&e), &e.to_string()),
+        },
         "/v1/deactivate" => match link.deactivate(agent).await {
             Ok(()) => match agent.remove_license() {
                 Ok(_) => json(StatusCode::OK, &status(shared)),
@@ -222,6 +226,7 @@ const ROUTES: &[(Method, &str, Access)] = &[
     // It carries the PBX key: not for every reader.
     (Method::POST, "/v1/request-code", Access::Change),
     (Method::POST, "/v1/deactivate", Access::Change),
+    (Method::POST, "/v1/trial", Access::Change),
     (Method::POST, "/v1/test-mode/start", Access::Change),
     (Method::POST, "/v1/test-mode/stop", Access::Change),
 ];

@@ -85,3 +85,13 @@ pub fn deactivate(config: &Config, json: bool) -> Result<(), CliError> {
     status::print_human(&st);
     Ok(())
 }
+
+pub fn trial(config: &Config, json: bool) -> Result<(), CliError> {
+    let st: Status = block_on(client(config).post("/v1/trial", Vec::new(), "application/json"))??;
+    if json {
+        return print_json(&st);
+    }
+    println!("Trial license installed.");
+    status::print_human(&st);
+    Ok(())
+}

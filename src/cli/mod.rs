@@ -78,6 +78,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Get this machine's trial license from the portal (once per machine, 3 months)
+    Trial {
+        #[arg(long)]
+        json: bool,
+    },
     /// Test mode: everything unlocked, no seat limits, ends by itself (8 hours at most)
     TestMode {
         #[arg(value_parser = ["start", "stop", "status"])]
@@ -160,6 +165,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Activate { key, rehost, json } => activate::activate(&config, &key, rehost, json),
         Command::Refresh { json } => activate::refresh(&config, json),
         Command::RequestCode { key } => activate::request_code(&config, &key),
+        Command::Trial { json } => activate::trial(&config, json),
         Command::Deactivate { json } => activate::deactivate(&config, json),
         Command::TestMode { action, json } => testmode::run(&config, &action, json),
         Command::Hwid {

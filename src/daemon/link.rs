@@ -15,7 +15,7 @@ use crate::config::{self, Config};
 use crate::license::{PortalKey, SigningKey};
 use crate::portal::wire::{
     self, ActivateRequest, DeactivateRequest, DeactivateResponse, ErrorCode, RefreshRequest,
-    RequestCode,
+    RequestCode, TrialRequest,
 };
 use crate::portal::{PortalClient, PortalError};
 use crate::time;
@@ -144,6 +144,33 @@ impl Link {
                 |e| warn!(key = %key.redacted(), "the portal's license was refused: {e}"),
             )?;
         self.succeeded();
+        Ok(status)
+    }
+
+    /// Asks the portal for this machine's trial license (once per machine;
+    /// the same trial again while it runs).
+    pub async fn trial(&self, agent: &Agent) -> Result<Status, LinkError> {
+        let client = self.client()?;
+        let _busy = self.busy.lock().await;
+        let hw = agent.hardware();
+        let nonce = wire::new_nonce();
+        let device = self.device_public_key();
+        let req = TrialRequest {
+            hardware_id: hw.hardware_id.clone(),
+            components: hw.components.clone(),
+            device_public_key: device.clone(),
+            nonce: nonce.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let text = client.license(wire::TRIAL_PATH, &req, None).await?;
+        let status = agent.accept(
+            &text,
+            Some(Expect {
+                nonce: &nonce,
+                device_public_key: &device,
+            }),
+        )?;
+        info!("trial license installed");
         Ok(status)
     }
 

@@ -603,5 +603,8 @@ fn history_is_bounded_to_the_newest_entries() {
     let history = store.license_history().unwrap();
     assert_eq!(history.len() as i64, HISTORY_KEPT);
     assert_eq!(history[0].license_id, format!("L{}", n - 1));
-    assert_eq!(store.current_license().unwrap().unwrap().license_id, format!("L{n}"));
+    assert_eq!(
+        store.current_license().unwrap().unwrap().license_id,
+        format!("L{n}")
+    );
 }
