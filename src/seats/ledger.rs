@@ -352,7 +352,9 @@ impl Ledger {
                     && q.addon.as_deref().map_or(true, |a| u.holds_addon(a))
                     && q.licensed.map_or(true, |l| (s.base == St::Licensed) == l)
                     && text.as_deref().map_or(true, |t| {
-                        u.id == t || u.extension.starts_with(t) || u.name.to_lowercase().contains(t)
+                        u.id.eq_ignore_ascii_case(t)
+                            || u.extension.starts_with(t)
+                            || u.name.to_lowercase().contains(t)
                     })
             })
             .collect();
