@@ -10,5 +10,6 @@ pub mod daemon;
 pub mod hwid;
 pub mod license;
 pub mod portal;
+pub mod seats;
 pub mod store;
 pub mod time;

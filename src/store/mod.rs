@@ -1,11 +1,15 @@
 //! The SQLite store: license files (current and history), the clock
-//! high-water mark, and small settings. Later: users, assignments, audit.
+//! high-water mark, small settings, and the seat accounting's users,
+//! holdings and audit (`users.rs`).
 //!
 //! It owns the database file's life cycle too: creating it private (0600),
 //! migrating the schema forward by `PRAGMA user_version`, and moving a corrupt
 //! file aside so that the agent can start (unlicensed) instead of crash-looping.
 
 mod schema;
+mod users;
+
+pub use users::AuditQuery;
 
 use std::fs::{self, OpenOptions, Permissions};
 use std::io;

@@ -30,5 +30,45 @@ CREATE TABLE settings (
 );
 ";
 
+/// Version 2: PBX users, the profile and add-ons each holds, and the audit
+/// of every change to them (see docs/seats.md).
+const V2: &str = "
+CREATE TABLE users (
+    id          TEXT    PRIMARY KEY,
+    name        TEXT    NOT NULL,
+    extension   TEXT    NOT NULL UNIQUE,
+    number      TEXT    NULL,
+    kind        TEXT    NOT NULL CHECK (kind IN ('regular', 'admin', 'virtual')),
+    -- The base profile and the sequence number of the change that gave it:
+    -- the allocation order when seats are short. Both or neither.
+    profile     TEXT    NULL,
+    profile_seq INTEGER NULL,
+    CHECK ((profile IS NULL) = (profile_seq IS NULL))
+);
+-- The admin is never counted, so there may be only one.
+CREATE UNIQUE INDEX users_one_admin ON users(kind) WHERE kind = 'admin';
+
+CREATE TABLE user_addons (
+    user_id TEXT    NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    code    TEXT    NOT NULL,
+    seq     INTEGER NOT NULL,
+    PRIMARY KEY (user_id, code)
+) WITHOUT ROWID;
+
+-- Append-only. AUTOINCREMENT: ids are never reused, even after old rows
+-- are pruned, so an id names one change for good.
+CREATE TABLE seat_audit (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         INTEGER NOT NULL,
+    caller_uid INTEGER NOT NULL,
+    action     TEXT    NOT NULL,
+    user_id    TEXT    NOT NULL,
+    before     TEXT    NULL,  -- JSON snapshot of the user, NULL on create
+    after      TEXT    NULL,  -- JSON snapshot of the user, NULL on delete
+    totals     TEXT    NOT NULL  -- JSON: code -> {used, purchased}
+);
+CREATE INDEX seat_audit_user ON seat_audit(user_id, id);
+";
+
 /// Every step, oldest first. The schema version this build knows is the length.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
