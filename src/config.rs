@@ -42,9 +42,35 @@ pub struct Config {
     #[serde(default)]
     pub refresh: Refresh,
     #[serde(default)]
+    pub seats: Seats,
+    #[serde(default)]
     pub test_mode: TestMode,
     #[serde(default)]
     pub log: Log,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Seats {
+    /// Profile a new user gets when none is given.
+    pub default_profile: String,
+    /// Program run with the over-use as JSON when it changes; empty = none.
+    pub notice_hook: String,
+}
+
+impl Default for Seats {
+    fn default() -> Self {
+        Seats {
+            default_profile: crate::seats::DEFAULT_PROFILE.to_string(),
+            notice_hook: String::new(),
+        }
+    }
+}
+
+impl Seats {
+    pub fn hook(&self) -> Option<PathBuf> {
+        (!self.notice_hook.is_empty()).then(|| PathBuf::from(&self.notice_hook))
+    }
 }
 
 /// Test mode never lasts longer than this (innovaphone's 8 hours); the
@@ -222,6 +248,7 @@ impl Default for Config {
             trust: Trust::default(),
             portal: Portal::default(),
             refresh: Refresh::default(),
+            seats: Seats::default(),
             test_mode: TestMode::default(),
             log: Log::default(),
         }
@@ -332,6 +359,22 @@ impl Config {
                 self.refresh.retry_max_secs.to_string(),
                 "retry_min_secs must be at least 1 and retry_max_secs at least retry_min_secs",
             ));
+        }
+        if self.seats.default_profile.is_empty() {
+            return Err(invalid(
+                "seats.default_profile",
+                String::new(),
+                "name a profile code, such as \"essential\"",
+            ));
+        }
+        if let Some(hook) = self.seats.hook() {
+            if !hook.is_absolute() {
+                return Err(invalid(
+                    "seats.notice_hook",
+                    self.seats.notice_hook.clone(),
+                    "must be an absolute path",
+                ));
+            }
         }
         if !(1..=MAX_TEST_MODE_SECS).contains(&self.test_mode.duration_secs) {
             return Err(invalid(

@@ -32,7 +32,12 @@ pub enum ClientError {
     Forbidden(String),
     /// The daemon refused the request; `status` tells how.
     #[error("{message}")]
-    Refused { status: StatusCode, message: String },
+    Refused {
+        status: StatusCode,
+        message: String,
+        /// Bad rows of a refused bulk import.
+        rows: Vec<crate::seats::RowError>,
+    },
     #[error("the daemon did not answer within {} seconds", REQUEST_TIMEOUT.as_secs())]
     Timeout,
     #[error("talking to the daemon at {path} failed: {detail}")]
@@ -49,6 +54,17 @@ impl Client {
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call(Method::GET, path, Vec::new(), "application/json")
             .await
+    }
+
+    /// Any method, for the REST-style user routes.
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<T, ClientError> {
+        self.call(method, path, body, content_type).await
     }
 
     pub async fn post<T: DeserializeOwned>(
@@ -123,13 +139,18 @@ impl Client {
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| self.protocol(e));
         }
-        let message = serde_json::from_slice::<ErrorBody>(&bytes)
-            .map(|b| b.error)
-            .unwrap_or_else(|_| format!("the daemon answered {status}"));
+        let (message, rows) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => (b.error, b.rows),
+            Err(_) => (format!("the daemon answered {status}"), Vec::new()),
+        };
         if status == StatusCode::FORBIDDEN {
             return Err(ClientError::Forbidden(message));
         }
-        Err(ClientError::Refused { status, message })
+        Err(ClientError::Refused {
+            status,
+            message,
+            rows,
+        })
     }
 
     fn protocol(&self, e: impl std::fmt::Display) -> ClientError {

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod client;
 pub mod server;
 pub mod types;
+pub mod users;
 
 pub use client::{Client, ClientError};
 pub use server::serve;

@@ -26,6 +26,10 @@ use crate::portal::PortalError;
 /// Largest request body accepted (a license file is a few KiB).
 const MAX_BODY: usize = 1024 * 1024;
 
+/// A bulk import may be as large as the CSV limit, plus slack so that the
+/// CSV parser (not the transport) says what is wrong with a file just over.
+const MAX_IMPORT_BODY: usize = crate::seats::csv::MAX_BYTES + 64 * 1024;
+
 /// How long a connection may take to send its request.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -39,7 +43,7 @@ pub struct Shared {
     pub policy: RwLock<Policy>,
 }
 
-type Resp = Response<Full<Bytes>>;
+pub(super) type Resp = Response<Full<Bytes>>;
 
 /// Serves until `shutdown` turns true. Connections in flight finish on
 /// their own; new ones are no longer accepted.
@@ -90,14 +94,7 @@ pub async fn serve(
     }
 }
 
-/// Whether a route changes state (and so needs an admin caller).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Read,
-    Change,
-}
-
-/// The handler table: method, path, access, handler.
+/// Routes one request: origin check, authorization, body, handler.
 async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
     // A browser page must never drive the agent (the socket is local, but a
     // proxy in front of it could forward browser requests).
@@ -106,17 +103,16 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let Some(&(_, _, access)) = ROUTES.iter().find(|(m, p, _)| *m == method && *p == path) else {
-        return if ROUTES.iter().any(|(_, p, _)| *p == path) {
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &format!("{method} is not allowed on {path}"),
-            )
-        } else {
-            error(StatusCode::NOT_FOUND, &format!("no such API path: {path}"))
-        };
+    let query = super::users::Query::parse(req.uri().query().unwrap_or(""));
+    let route = match Route::of(&method, &path) {
+        Ok(r) => r,
+        Err(status) if status == StatusCode::METHOD_NOT_ALLOWED => {
+            return error(status, &format!("{method} is not allowed on {path}"));
+        }
+        Err(status) => return error(status, &format!("no such API path: {path}")),
     };
-    if access == Access::Change {
+    // Reads are open to whoever may connect; everything else changes state.
+    if method != Method::GET {
         let verdict = shared
             .policy
             .read()
@@ -126,25 +122,30 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
             warn!(uid = peer.uid, gid = peer.gid, pid = ?peer.pid, %method, %path, "refused: {why}");
             return error(
                 StatusCode::FORBIDDEN,
-                "access denied: changing the license needs root or the admin group",
+                "access denied: changing the license or the users needs root or the admin group",
             );
         }
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    let limit = if route == Route::UsersImport {
+        MAX_IMPORT_BODY
+    } else {
+        MAX_BODY
+    };
+    let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the request body is larger than {MAX_BODY} bytes"),
+                &format!("the request body is larger than {limit} bytes"),
             )
         }
     };
     let agent = &shared.agent;
     let link = &shared.link;
-    match path.as_str() {
-        "/v1/status" => json(StatusCode::OK, &status(shared)),
-        "/v1/hwid" => json(StatusCode::OK, &agent.hardware()),
-        "/v1/license" => {
+    match route {
+        Route::Status => json(StatusCode::OK, &status(shared)),
+        Route::Hwid => json(StatusCode::OK, &agent.hardware()),
+        Route::License => {
             let Ok(text) = std::str::from_utf8(&body) else {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -159,7 +160,7 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
                 }
             }
         }
-        "/v1/activate" => {
+        Route::Activate => {
             let req: ActivateBody = match parse(&body) {
                 Ok(r) => r,
                 Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
@@ -169,11 +170,11 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
                 Err(e) => error(link_status(&e), &e.to_string()),
             }
         }
-        "/v1/refresh" => match link.refresh(agent).await {
+        Route::Refresh => match link.refresh(agent).await {
             Ok(_) => json(StatusCode::OK, &status(shared)),
             Err(e) => error(link_status(&e), &e.to_string()),
         },
-        "/v1/request-code" => {
+        Route::RequestCode => {
             let req: RequestCodeBody = match parse(&body) {
                 Ok(r) => r,
                 Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
@@ -183,18 +184,18 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
                 Err(e) => error(link_status(&e), &e.to_string()),
             }
         }
-        "/v1/trial" => match link.trial(agent).await {
+        Route::Trial => match link.trial(agent).await {
             Ok(_) => json(StatusCode::OK, &status(shared)),
             Err(e) => error(link_status(&e), &e.to_string()),
         },
-        "/v1/deactivate" => match link.deactivate(agent).await {
+        Route::Deactivate => match link.deactivate(agent).await {
             Ok(()) => match agent.remove_license() {
                 Ok(_) => json(StatusCode::OK, &status(shared)),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             },
             Err(e) => error(link_status(&e), &e.to_string()),
         },
-        "/v1/test-mode/start" => {
+        Route::TestModeStart => {
             let secs = shared
                 .config
                 .read()
@@ -203,8 +204,87 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
                 .duration_secs as i64;
             test_mode(shared, agent.start_test_mode(secs))
         }
-        "/v1/test-mode/stop" => test_mode(shared, agent.stop_test_mode()),
-        _ => error(StatusCode::NOT_FOUND, &format!("no such API path: {path}")),
+        Route::TestModeStop => test_mode(shared, agent.stop_test_mode()),
+        Route::Users
+        | Route::User(_)
+        | Route::UserProfile(_)
+        | Route::UserAddons(_)
+        | Route::UserAddon(..)
+        | Route::UsersImport
+        | Route::Entitlement
+        | Route::Seats
+        | Route::Audit => super::users::handle(agent, &method, route, &query, &body, peer),
+    }
+}
+
+/// Every path the API knows. Parsed once per request from method and path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    Status,
+    Hwid,
+    License,
+    Activate,
+    Refresh,
+    RequestCode,
+    Trial,
+    Deactivate,
+    TestModeStart,
+    TestModeStop,
+    Users,
+    User(String),
+    UserProfile(String),
+    UserAddons(String),
+    UserAddon(String, String),
+    UsersImport,
+    Entitlement,
+    Seats,
+    Audit,
+}
+
+impl Route {
+    /// The handler table: which methods each path takes. `Err` is 404 for
+    /// an unknown path, 405 for a known path with another method.
+    fn of(method: &Method, path: &str) -> Result<Route, StatusCode> {
+        use Method as M;
+        let segs: Vec<String> = path
+            .trim_start_matches('/')
+            .split('/')
+            .map(super::users::percent_decode)
+            .collect();
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let (route, allowed): (Route, &[Method]) = match segs.as_slice() {
+            ["v1", "status"] => (Route::Status, &[M::GET]),
+            ["v1", "hwid"] => (Route::Hwid, &[M::GET]),
+            ["v1", "license"] => (Route::License, &[M::POST]),
+            ["v1", "activate"] => (Route::Activate, &[M::POST]),
+            ["v1", "refresh"] => (Route::Refresh, &[M::POST]),
+            // It carries the PBX key: not for every reader.
+            ["v1", "request-code"] => (Route::RequestCode, &[M::POST]),
+            ["v1", "trial"] => (Route::Trial, &[M::POST]),
+            ["v1", "deactivate"] => (Route::Deactivate, &[M::POST]),
+            ["v1", "test-mode", "start"] => (Route::TestModeStart, &[M::POST]),
+            ["v1", "test-mode", "stop"] => (Route::TestModeStop, &[M::POST]),
+            ["v1", "users"] => (Route::Users, &[M::GET, M::POST]),
+            ["v1", "users", "import"] => (Route::UsersImport, &[M::POST]),
+            ["v1", "users", id] => (Route::User(id.to_string()), &[M::GET, M::PATCH, M::DELETE]),
+            ["v1", "users", id, "profile"] => {
+                (Route::UserProfile(id.to_string()), &[M::PUT, M::DELETE])
+            }
+            ["v1", "users", id, "addons"] => (Route::UserAddons(id.to_string()), &[M::POST]),
+            ["v1", "users", id, "addons", code] => (
+                Route::UserAddon(id.to_string(), code.to_string()),
+                &[M::DELETE],
+            ),
+            ["v1", "entitlement"] => (Route::Entitlement, &[M::GET]),
+            ["v1", "seats"] => (Route::Seats, &[M::GET]),
+            ["v1", "audit"] => (Route::Audit, &[M::GET]),
+            _ => return Err(StatusCode::NOT_FOUND),
+        };
+        if allowed.contains(method) {
+            Ok(route)
+        } else {
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        }
     }
 }
 
@@ -216,28 +296,13 @@ fn test_mode(shared: &Shared, r: Result<Status, TestModeError>) -> Resp {
     }
 }
 
-/// The handler table's index: method, path, and who may call it.
-const ROUTES: &[(Method, &str, Access)] = &[
-    (Method::GET, "/v1/status", Access::Read),
-    (Method::GET, "/v1/hwid", Access::Read),
-    (Method::POST, "/v1/license", Access::Change),
-    (Method::POST, "/v1/activate", Access::Change),
-    (Method::POST, "/v1/refresh", Access::Change),
-    // It carries the PBX key: not for every reader.
-    (Method::POST, "/v1/request-code", Access::Change),
-    (Method::POST, "/v1/deactivate", Access::Change),
-    (Method::POST, "/v1/trial", Access::Change),
-    (Method::POST, "/v1/test-mode/start", Access::Change),
-    (Method::POST, "/v1/test-mode/stop", Access::Change),
-];
-
 fn status(shared: &Shared) -> Status {
     let mut s = shared.agent.status();
     s.refresh = Some(shared.link.info(&shared.agent));
     s
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("the request body is not valid: {e}"))
 }
 
@@ -270,7 +335,7 @@ fn import_status(e: &ImportError) -> StatusCode {
     }
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Resp {
+pub(super) fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Resp {
     match serde_json::to_vec(body) {
         Ok(bytes) => respond(status, bytes),
         Err(e) => error(
@@ -280,9 +345,18 @@ fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Resp {
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Resp {
+pub(super) fn error(status: StatusCode, message: &str) -> Resp {
+    respond_json_error(status, message, Vec::new())
+}
+
+pub(super) fn respond_json_error(
+    status: StatusCode,
+    message: &str,
+    rows: Vec<crate::seats::RowError>,
+) -> Resp {
     let body = serde_json::to_vec(&ErrorBody {
         error: message.to_string(),
+        rows,
     })
     .unwrap_or_else(|_| b"{\"error\":\"internal error\"}".to_vec());
     respond(status, body)

@@ -8,6 +8,7 @@ mod import;
 mod run;
 mod status;
 mod testmode;
+mod users;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -95,6 +96,16 @@ enum Command {
         #[arg(required = true, num_args = 1.., value_name = "KEY")]
         key: Vec<String>,
     },
+    /// The PBX's users: profiles, add-ons, bulk import, audit
+    Users {
+        #[command(subcommand)]
+        cmd: users::UsersCmd,
+    },
+    /// Seats per profile and add-on: purchased, used, free, over
+    Seats {
+        #[arg(long)]
+        json: bool,
+    },
     /// Show this machine's hardware ID
     Hwid {
         #[arg(long)]
@@ -165,6 +176,8 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Activate { key, rehost, json } => activate::activate(&config, &key, rehost, json),
         Command::Refresh { json } => activate::refresh(&config, json),
         Command::RequestCode { key } => activate::request_code(&config, &key),
+        Command::Users { cmd } => users::run(&config, cmd),
+        Command::Seats { json } => users::seats(&config, json),
         Command::Trial { json } => activate::trial(&config, json),
         Command::Deactivate { json } => activate::deactivate(&config, json),
         Command::TestMode { action, json } => testmode::run(&config, &action, json),

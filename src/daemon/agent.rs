@@ -12,8 +12,11 @@ use crate::api::types::{LicenseSummary, SeatCount, Status, TestMode};
 use crate::config::Config;
 use crate::hwid::{self, HardwareInfo, HwMatch};
 use crate::license::{self, state, Event, KeyRing, LicenseError, LicensePayload, LicenseState};
+use crate::seats::{self, Ledger, LedgerSettings, Limits, OverUse};
 use crate::store::{Store, StoreError, StoredLicense};
 use crate::time;
+
+pub mod users;
 
 /// The clock may lag its own high-water mark by this much before the agent
 /// says so (NTP steps and leap smearing stay quiet).
@@ -39,6 +42,12 @@ struct Inner {
     clock_back_warned: bool,
     /// End of test mode (Unix seconds) while it is on.
     test_until: Option<i64>,
+    /// Users and their seats, in step with the store.
+    ledger: Ledger,
+    /// Over-use as last reported, so that each change is logged once.
+    last_over_use: Vec<OverUse>,
+    /// Run (not waited for) when over-use changes; `seats.notice_hook`.
+    notice_hook: Option<std::path::PathBuf>,
 }
 
 struct Loaded {
@@ -133,6 +142,10 @@ impl Agent {
             KeyRing::vendor()
         });
         let clock_mark = store.clock_mark()?;
+        let settings = LedgerSettings {
+            default_profile: config.seats.default_profile.clone(),
+        };
+        let ledger = seats::load(&store, Limits::none(), settings)?;
         let mut inner = Inner {
             store,
             ring,
@@ -144,6 +157,9 @@ impl Agent {
             clock_mark_saved: clock_mark,
             clock_back_warned: false,
             test_until: None,
+            ledger,
+            last_over_use: Vec::new(),
+            notice_hook: config.seats.hook(),
         };
         inner.test_until = inner
             .store
@@ -152,6 +168,7 @@ impl Agent {
         let now = inner.now();
         inner.persist_clock_mark(now, true);
         inner.load_current(now)?;
+        inner.sync_limits(now);
         info!(
             state = ?inner.state,
             hardware_id = %inner.hw.hardware_id,
@@ -243,6 +260,8 @@ impl Agent {
         inner.apply(Event::Installed(kind), None);
         // A license installed late may already be in grace.
         inner.apply_time_events(now);
+        // New seats take effect now, even when the state stayed the same.
+        inner.sync_limits(now);
         Ok(inner.status(now))
     }
 
@@ -266,7 +285,7 @@ impl Agent {
 
     /// Seats in use per profile, reported to the portal on refresh.
     pub fn seats_in_use(&self) -> std::collections::BTreeMap<String, u32> {
-        std::collections::BTreeMap::new()
+        self.lock().ledger.seats_in_use()
     }
 
     /// The portal said the license is revoked (a verified statement). Kept
@@ -293,6 +312,7 @@ impl Agent {
             .set_setting(TEST_MODE_KEY, Some(&until.to_string()))?;
         inner.test_until = Some(until);
         info!(until = %time::rfc3339(until), "test mode started: everything unlocked, no seat limits");
+        inner.sync_limits(now);
         Ok(inner.status(now))
     }
 
@@ -340,7 +360,9 @@ impl Agent {
         let mut inner = self.lock();
         inner.ring = ring;
         let now = inner.now();
-        inner.load_current(now)
+        inner.load_current(now)?;
+        inner.sync_limits(now);
+        Ok(())
     }
 
     /// Seconds until the next time-driven state change, if any (for timers).
@@ -471,7 +493,11 @@ impl Inner {
             Some(next) => {
                 let now = self.clock_mark;
                 let reason = reason.or_else(|| self.reason_for(next, now, None));
+                let changed = next != self.state;
                 self.set_state(next, reason);
+                if changed {
+                    self.sync_limits(now);
+                }
             }
             None => tracing::debug!(state = ?self.state, ?event, "event does not apply"),
         }
@@ -534,10 +560,57 @@ impl Inner {
         }
         self.test_until = None;
         info!(back_to = state_word(self.state), "test mode ended: {why}");
+        let now = self.clock_mark;
+        self.sync_limits(now);
+    }
+
+    /// Gives the ledger the limits of what is in force now: the license
+    /// while licensed, no limits in test mode, nothing otherwise.
+    fn sync_limits(&mut self, now: i64) {
+        let limits = match (self.test_mode_on(now), &self.license) {
+            (Some(_), license) => {
+                let mut p = license
+                    .as_ref()
+                    .map(|l| l.payload.clone())
+                    .unwrap_or_else(test_mode_payload);
+                p.kind = license::LicenseKind::Test;
+                Limits::from_payload(&p)
+            }
+            (None, Some(l)) if self.state.is_licensed() => Limits::from_payload(&l.payload),
+            _ => Limits::none(),
+        };
+        let over = self.ledger.set_limits(limits);
+        self.note_over_use(over);
+    }
+
+    /// Logs over-use once per change and runs the notice hook.
+    fn note_over_use(&mut self, over: Vec<OverUse>) {
+        if over == self.last_over_use {
+            return;
+        }
+        for o in &over {
+            warn!(
+                code = %o.code,
+                purchased = o.purchased,
+                used = o.used,
+                "over-use: {} users hold {} ({}), {} seats were bought",
+                o.used, o.name, o.code, o.purchased
+            );
+        }
+        if over.is_empty() {
+            info!("no profile or add-on is over-used any more");
+        }
+        if let Some(hook) = &self.notice_hook {
+            users::run_notice_hook(hook, &over);
+        }
+        self.last_over_use = over;
     }
 
     fn status(&self, now: i64) -> Status {
-        let license = self.license.as_ref().map(|l| summary(l, self.state, now));
+        let license = self
+            .license
+            .as_ref()
+            .map(|l| summary(l, self.state, now, &self.ledger));
         let test_until = self.test_mode_on(now);
         let state = self.reported_state(now);
         let reason = match test_until {
@@ -563,7 +636,12 @@ impl Inner {
     }
 }
 
-fn summary(l: &Loaded, state: LicenseState, now: i64) -> LicenseSummary {
+fn summary(l: &Loaded, state: LicenseState, now: i64, ledger: &Ledger) -> LicenseSummary {
+    let counts: std::collections::HashMap<String, seats::SeatSummary> = ledger
+        .summary()
+        .into_iter()
+        .map(|s| (s.code.clone(), s))
+        .collect();
     let p = &l.payload;
     let grace_end = p.refresh_due.map(|d| d.saturating_add(p.grace_secs));
     let mut changed: Vec<_> =
@@ -595,7 +673,17 @@ fn summary(l: &Loaded, state: LicenseState, now: i64) -> LicenseSummary {
         seats: p
             .seats
             .iter()
-            .map(|(k, v)| (k.clone(), SeatCount { purchased: *v }))
+            .map(|(k, v)| {
+                let c = counts.get(k);
+                let used = c.map_or(0, |c| c.used);
+                let count = SeatCount {
+                    purchased: *v,
+                    used,
+                    free: v.saturating_sub(used),
+                    over: c.map_or(0, |c| c.over),
+                };
+                (k.clone(), count)
+            })
             .collect(),
         addons: p.addons.clone(),
         installed_at: time::rfc3339(l.stored.installed_at),
@@ -641,5 +729,32 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// What test mode unlocks when no license is installed: the vendor's
+/// catalog, every code unlimited.
+fn test_mode_payload() -> LicensePayload {
+    LicensePayload {
+        format: license::payload::PAYLOAD_FORMAT,
+        license_id: "test-mode".into(),
+        system_id: String::new(),
+        pbx_name: String::new(),
+        hardware_id: String::new(),
+        hardware: Vec::new(),
+        kind: license::LicenseKind::Test,
+        issued_at: 0,
+        term: license::Term {
+            kind: license::TermKind::Lifetime,
+            ends_at: None,
+        },
+        refresh_due: None,
+        grace_secs: 0,
+        enforcement: license::Enforcement::Soft,
+        seats: Default::default(),
+        addons: Default::default(),
+        catalog: LicensePayload::demo_catalog(),
+        device_public_key: None,
+        nonce: None,
     }
 }

@@ -114,7 +114,6 @@ async fn run_async(
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sighup.recv() => {
                 config = reload(config, config_path.as_deref(), &agent, &shared);
-                link.reconfigure(&config);
                 notify(&[NotifyState::Status(&status_line(&agent))]);
             }
             _ = tick(&mut watchdog_timer) => {
@@ -183,7 +182,9 @@ fn reload(old: Config, path: Option<&Path>, agent: &Agent, shared: &Shared) -> C
         }
         Err(e) => error!("SIGHUP: trust keys not changed: {e}"),
     }
+    shared.link.reconfigure(&new);
     *shared.config.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+    // Said last: everything above is in force when this line is logged.
     info!("SIGHUP: config reloaded");
     new
 }

@@ -83,7 +83,12 @@ impl Portal {
     }
 
     pub fn add_pbx(&self, name: &str, seats: &str) -> Pbx {
-        let out = self.admin(&[
+        self.add_pbx_with(name, seats, &["--addons", "mobile=3"])
+    }
+
+    /// A PBX with extra `pbx add` options (`--enforcement hard`, `--addons`).
+    pub fn add_pbx_with(&self, name: &str, seats: &str, extra: &[&str]) -> Pbx {
+        let mut args = vec![
             "pbx",
             "add",
             "--customer",
@@ -94,10 +99,10 @@ impl Portal {
             "yearly",
             "--seats",
             seats,
-            "--addons",
-            "mobile=3",
             "--json",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let out = self.admin(&args);
         let v = json(&out);
         Pbx {
             key: v["key"].as_str().unwrap().to_string(),

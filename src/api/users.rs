@@ -1,0 +1,263 @@
+//! The seat routes of the local API: users, profiles, add-ons, bulk import,
+//! entitlement checks, seat summary, audit.
+
+use hyper::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Peer;
+use super::server::{error, json, parse, respond_json_error, Resp, Route};
+use crate::daemon::agent::users::BulkError;
+use crate::daemon::agent::Agent;
+use crate::seats::{NewUser, Op, SeatError, UserQuery, UserUpdate};
+use crate::store::AuditQuery;
+
+/// `PUT /v1/users/{id}/profile`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileBody {
+    pub profile: String,
+}
+
+/// `POST /v1/users/{id}/addons`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddonBody {
+    pub code: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    pub deleted: String,
+}
+
+/// The query string, decoded.
+#[derive(Clone, Debug, Default)]
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub fn parse(q: &str) -> Query {
+        Query(
+            q.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (percent_decode(k), percent_decode(v))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn number<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, String> {
+        match self.get(key) {
+            None | Some("") => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("the query parameter {key}={v:?} is not a number")),
+        }
+    }
+
+    fn flag(&self, key: &str) -> Result<Option<bool>, String> {
+        match self.get(key) {
+            None | Some("") => Ok(None),
+            Some("true" | "1" | "yes") => Ok(Some(true)),
+            Some("false" | "0" | "no") => Ok(Some(false)),
+            Some(v) => Err(format!(
+                "the query parameter {key}={v:?} is not true or false"
+            )),
+        }
+    }
+}
+
+/// `%XX` and `+` decoding; malformed escapes stay as they are.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub(super) fn handle(
+    agent: &Agent,
+    method: &Method,
+    route: Route,
+    query: &Query,
+    body: &[u8],
+    peer: Peer,
+) -> Resp {
+    match run(agent, method, route, query, body, peer) {
+        Ok(resp) => resp,
+        Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
+    }
+}
+
+fn run(
+    agent: &Agent,
+    method: &Method,
+    route: Route,
+    query: &Query,
+    body: &[u8],
+    peer: Peer,
+) -> Result<Resp, String> {
+    let uid = peer.uid;
+    let change = |op: Op| match agent.change_users(op, uid) {
+        Ok(Some(user)) => json(StatusCode::OK, &user),
+        Ok(None) => json(StatusCode::OK, &serde_json::Value::Null),
+        Err(e) => seat_error(&e),
+    };
+    Ok(match (route, method) {
+        (Route::Users, &Method::GET) => {
+            let q = UserQuery {
+                profile: query.get("profile").map(str::to_string),
+                addon: query.get("addon").map(str::to_string),
+                text: query.get("q").map(str::to_string),
+                licensed: query.flag("licensed")?,
+                offset: query.number("offset")?.unwrap_or(0),
+                limit: query.number("limit")?.unwrap_or(0),
+            };
+            json(StatusCode::OK, &agent.search_users(&q))
+        }
+        (Route::Users, _) => {
+            let user: NewUser = parse(body)?;
+            change(Op::Create(user))
+        }
+        (Route::User(id), &Method::GET) => match agent.entitlement(Some(&id), None) {
+            Some(u) => json(StatusCode::OK, &u),
+            None => error(StatusCode::NOT_FOUND, &format!("there is no user '{id}'")),
+        },
+        (Route::User(id), &Method::PATCH) => {
+            let update: UserUpdate = parse(body)?;
+            change(Op::Update { id, update })
+        }
+        (Route::User(id), _) => match agent.change_users(Op::Delete { id: id.clone() }, uid) {
+            Ok(_) => json(StatusCode::OK, &Deleted { deleted: id }),
+            Err(e) => seat_error(&e),
+        },
+        (Route::UserProfile(id), &Method::PUT) => {
+            let b: ProfileBody = parse(body)?;
+            change(Op::Assign {
+                id,
+                profile: b.profile,
+            })
+        }
+        (Route::UserProfile(id), _) => change(Op::Unassign { id }),
+        (Route::UserAddons(id), _) => {
+            let b: AddonBody = parse(body)?;
+            change(Op::AddAddon { id, code: b.code })
+        }
+        (Route::UserAddon(id, code), _) => change(Op::RemoveAddon { id, code }),
+        (Route::UsersImport, _) => {
+            let dry_run = query.flag("dry_run")?.unwrap_or(false);
+            match agent.import_users(body, dry_run, uid) {
+                Ok(preview) => json(StatusCode::OK, &preview),
+                Err(BulkError::Import(e)) => {
+                    let rows = e.rows().to_vec();
+                    respond_json_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string(), rows)
+                }
+                Err(BulkError::Seat(e)) => seat_error(&e),
+            }
+        }
+        (Route::Entitlement, _) => {
+            let user = query.get("user");
+            let ext = query.get("extension");
+            if user.is_none() && ext.is_none() {
+                return Err("give ?user=ID or ?extension=EXT".into());
+            }
+            match agent.entitlement(user, ext) {
+                Some(u) => json(StatusCode::OK, &u),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    &match (user, ext) {
+                        (Some(id), _) => format!("there is no user '{id}'"),
+                        (None, Some(e)) => format!("no user has extension {e}"),
+                        _ => "no such user".into(),
+                    },
+                ),
+            }
+        }
+        (Route::Seats, _) => json(StatusCode::OK, &agent.seat_summary()),
+        (Route::Audit, _) => {
+            let q = AuditQuery {
+                user_id: query.get("user").map(str::to_string),
+                code: query.get("code").map(str::to_string),
+                before_id: query.number("before")?,
+                limit: query.number("limit")?.unwrap_or(0),
+            };
+            match agent.audit(&q) {
+                Ok(rows) => json(StatusCode::OK, &rows),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such API path"),
+    })
+}
+
+fn seat_error(e: &SeatError) -> Resp {
+    let status = match e {
+        SeatError::UnknownUser { .. } => StatusCode::NOT_FOUND,
+        SeatError::NoSeat { .. }
+        | SeatError::DuplicateUser { .. }
+        | SeatError::DuplicateExtension { .. }
+        | SeatError::SecondAdmin { .. }
+        | SeatError::NoLicense
+        | SeatError::StalePlan => StatusCode::CONFLICT,
+        SeatError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    error(status, &e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_are_decoded() {
+        let q = Query::parse("q=Ann%20Smith&profile=premium&x=a+b&bad=%zz&e=");
+        assert_eq!(q.get("q"), Some("Ann Smith"));
+        assert_eq!(q.get("profile"), Some("premium"));
+        assert_eq!(q.get("x"), Some("a b"));
+        assert_eq!(q.get("bad"), Some("%zz"));
+        assert_eq!(q.get("e"), Some(""));
+        assert_eq!(q.get("none"), None);
+        assert_eq!(percent_decode("%C3%A9"), "é");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+
+    #[test]
+    fn bad_numbers_and_flags_are_named() {
+        let q = Query::parse("limit=ten&licensed=maybe");
+        assert!(q.number::<usize>("limit").unwrap_err().contains("limit"));
+        assert!(q.flag("licensed").unwrap_err().contains("licensed"));
+    }
+}

@@ -1,0 +1,448 @@
+//! `licagent users ...` and `licagent seats`: the PBX's users, their
+//! profiles and add-ons, bulk import, the audit, and seats per profile.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use hyper::Method;
+use serde::de::DeserializeOwned;
+
+use super::{block_on, client, print_json, CliError};
+use crate::api::users::{AddonBody, Deleted, ProfileBody};
+use crate::api::ClientError;
+use crate::config::Config;
+use crate::seats::{AuditEntry, ImportPreview, NewUser, SeatSummary, UserKind, UserReport};
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCmd {
+    /// List users, optionally filtered
+    List {
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long)]
+        addon: Option<String>,
+        /// Part of the name, the start of the extension, or the id
+        #[arg(long)]
+        search: Option<String>,
+        /// Only users missing a license
+        #[arg(long)]
+        unlicensed: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One user's entitlements: profile, add-ons, what is missing
+    Show {
+        /// User id (or an extension with --extension)
+        id: String,
+        #[arg(long)]
+        extension: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a user (the default profile unless --profile)
+    Add {
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        extension: String,
+        #[arg(long)]
+        number: Option<String>,
+        /// regular, admin or virtual
+        #[arg(long, default_value = "regular")]
+        kind: String,
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a user
+    Remove { id: String },
+    /// Assign (or reassign) a base profile
+    Assign {
+        id: String,
+        profile: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take the base profile away
+    Unassign {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add or remove an add-on
+    Addon {
+        #[arg(value_parser = ["add", "remove"])]
+        action: String,
+        id: String,
+        code: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bulk import from CSV (extension,number,name,profile[,add-on...]); all rows or none
+    Import {
+        file: PathBuf,
+        /// Check and show the result without changing anything
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Who changed which assignment, newest first
+    Audit {
+        #[arg(long)]
+        user: Option<String>,
+        /// Only changes that involved this profile or add-on
+        #[arg(long)]
+        code: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn call<T: DeserializeOwned>(
+    config: &Config,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+    ct: &str,
+) -> Result<T, CliError> {
+    Ok(block_on(client(config).send(method, path, body, ct))??)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, CliError> {
+    serde_json::to_vec(v).map_err(|e| CliError::Failed(e.to_string()))
+}
+
+/// Percent-encodes a path segment or query value.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn run(config: &Config, cmd: UsersCmd) -> Result<(), CliError> {
+    const JSON: &str = "application/json";
+    match cmd {
+        UsersCmd::List {
+            profile,
+            addon,
+            search,
+            unlicensed,
+            json,
+        } => {
+            let mut q = vec![];
+            if let Some(p) = profile {
+                q.push(format!("profile={}", enc(&p)));
+            }
+            if let Some(a) = addon {
+                q.push(format!("addon={}", enc(&a)));
+            }
+            if let Some(s) = search {
+                q.push(format!("q={}", enc(&s)));
+            }
+            if unlicensed {
+                q.push("licensed=false".into());
+            }
+            let users: Vec<UserReport> = call(
+                config,
+                Method::GET,
+                &format!("/v1/users?{}", q.join("&")),
+                vec![],
+                JSON,
+            )?;
+            if json {
+                return print_json(&users);
+            }
+            println!(
+                "{:<12} {:<8} {:<24} {:<12} {:<9} ADD-ONS / MISSING",
+                "ID", "EXT", "NAME", "PROFILE", "LICENSED"
+            );
+            for u in &users {
+                let profile = u.profile.as_ref().map_or("-", |p| p.code.as_str());
+                let addons: Vec<&str> = u.addons.iter().map(|a| a.code.as_str()).collect();
+                let missing = if u.missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (missing {})", u.missing.join(", "))
+                };
+                println!(
+                    "{:<12} {:<8} {:<24} {:<12} {:<9} {}{missing}",
+                    u.id,
+                    u.extension,
+                    u.name,
+                    profile,
+                    if u.licensed { "yes" } else { "no" },
+                    addons.join(",")
+                );
+            }
+            eprintln!("{} users", users.len());
+            Ok(())
+        }
+        UsersCmd::Show {
+            id,
+            extension,
+            json,
+        } => {
+            let path = if extension {
+                format!("/v1/entitlement?extension={}", enc(&id))
+            } else {
+                format!("/v1/users/{}", enc(&id))
+            };
+            let u: UserReport = call(config, Method::GET, &path, vec![], JSON)?;
+            show(&u, json)
+        }
+        UsersCmd::Add {
+            id,
+            name,
+            extension,
+            number,
+            kind,
+            profile,
+            json,
+        } => {
+            let kind = UserKind::parse(&kind).ok_or_else(|| {
+                CliError::Refused(format!("kind {kind:?} is not regular, admin or virtual"))
+            })?;
+            let body = to_json(&NewUser {
+                id,
+                name,
+                extension,
+                number,
+                kind,
+                profile,
+                addons: vec![],
+            })?;
+            let u: UserReport = call(config, Method::POST, "/v1/users", body, JSON)?;
+            show(&u, json)
+        }
+        UsersCmd::Remove { id } => {
+            let d: Deleted = call(
+                config,
+                Method::DELETE,
+                &format!("/v1/users/{}", enc(&id)),
+                vec![],
+                JSON,
+            )?;
+            println!("User {} deleted.", d.deleted);
+            Ok(())
+        }
+        UsersCmd::Assign { id, profile, json } => {
+            let body = to_json(&ProfileBody { profile })?;
+            let u: UserReport = call(
+                config,
+                Method::PUT,
+                &format!("/v1/users/{}/profile", enc(&id)),
+                body,
+                JSON,
+            )?;
+            show(&u, json)
+        }
+        UsersCmd::Unassign { id, json } => {
+            let u: UserReport = call(
+                config,
+                Method::DELETE,
+                &format!("/v1/users/{}/profile", enc(&id)),
+                vec![],
+                JSON,
+            )?;
+            show(&u, json)
+        }
+        UsersCmd::Addon {
+            action,
+            id,
+            code,
+            json,
+        } => {
+            let u: UserReport = if action == "add" {
+                let body = to_json(&AddonBody { code })?;
+                call(
+                    config,
+                    Method::POST,
+                    &format!("/v1/users/{}/addons", enc(&id)),
+                    body,
+                    JSON,
+                )?
+            } else {
+                let path = format!("/v1/users/{}/addons/{}", enc(&id), enc(&code));
+                call(config, Method::DELETE, &path, vec![], JSON)?
+            };
+            show(&u, json)
+        }
+        UsersCmd::Import {
+            file,
+            dry_run,
+            json,
+        } => {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", file.display())))?;
+            let path = format!("/v1/users/import?dry_run={dry_run}");
+            let result: Result<ImportPreview, CliError> =
+                call(config, Method::POST, &path, bytes, "text/csv");
+            let preview = match result {
+                Ok(p) => p,
+                Err(CliError::Client(ClientError::Refused {
+                    message,
+                    rows,
+                    status,
+                })) => {
+                    // Every bad row, one per line, then the summary sentence.
+                    for r in &rows {
+                        eprintln!("{}:{}: {}", file.display(), r.line, r.reason);
+                    }
+                    return Err(CliError::Client(ClientError::Refused {
+                        status,
+                        message: format!("nothing was imported: {message}"),
+                        rows,
+                    }));
+                }
+                Err(e) => return Err(e),
+            };
+            if json {
+                return print_json(&preview);
+            }
+            let verb = if dry_run { "Would import" } else { "Imported" };
+            println!(
+                "{verb} {} rows: {} new users, {} updated, {} unchanged.",
+                preview.rows, preview.created, preview.updated, preview.unchanged
+            );
+            print_seats(&preview.summary);
+            for o in &preview.over_use {
+                println!(
+                    "Over-use: {} users hold {} with {} seats bought",
+                    o.used, o.name, o.purchased
+                );
+            }
+            Ok(())
+        }
+        UsersCmd::Audit {
+            user,
+            code,
+            limit,
+            json,
+        } => {
+            let mut q = vec![format!("limit={limit}")];
+            if let Some(u) = user {
+                q.push(format!("user={}", enc(&u)));
+            }
+            if let Some(c) = code {
+                q.push(format!("code={}", enc(&c)));
+            }
+            let rows: Vec<AuditEntry> = call(
+                config,
+                Method::GET,
+                &format!("/v1/audit?{}", q.join("&")),
+                vec![],
+                JSON,
+            )?;
+            if json {
+                return print_json(&rows);
+            }
+            for r in &rows {
+                let rec = &r.record;
+                let before = rec
+                    .before
+                    .as_ref()
+                    .and_then(|b| b.profile.clone())
+                    .unwrap_or_else(|| "-".into());
+                let after = rec
+                    .after
+                    .as_ref()
+                    .and_then(|a| a.profile.clone())
+                    .unwrap_or_else(|| "-".into());
+                let totals: Vec<String> = rec
+                    .totals
+                    .iter()
+                    .map(|(c, t)| match t.purchased {
+                        Some(p) => format!("{c} {}/{p}", t.used),
+                        None => format!("{c} {}", t.used),
+                    })
+                    .collect();
+                println!(
+                    "{} uid {} {} {} profile {} -> {}; seats after: {}",
+                    crate::time::rfc3339(rec.at),
+                    rec.caller_uid,
+                    rec.action.as_str(),
+                    rec.user_id,
+                    before,
+                    after,
+                    totals.join(", ")
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn seats(config: &Config, json: bool) -> Result<(), CliError> {
+    let summary: Vec<SeatSummary> =
+        call(config, Method::GET, "/v1/seats", vec![], "application/json")?;
+    if json {
+        return print_json(&summary);
+    }
+    print_seats(&summary);
+    Ok(())
+}
+
+fn print_seats(summary: &[SeatSummary]) {
+    println!(
+        "{:<16} {:>9} {:>6} {:>6} {:>6}",
+        "PROFILE/ADD-ON", "PURCHASED", "USED", "FREE", "OVER"
+    );
+    for s in summary {
+        let purchased = s
+            .purchased
+            .map_or("unlimited".to_string(), |p| p.to_string());
+        let free = s.available.map_or("-".to_string(), |a| a.to_string());
+        println!(
+            "{:<16} {:>9} {:>6} {:>6} {:>6}",
+            s.code, purchased, s.used, free, s.over
+        );
+    }
+}
+
+fn show(u: &UserReport, json: bool) -> Result<(), CliError> {
+    if json {
+        return print_json(u);
+    }
+    println!(
+        "User:       {} ({}), extension {}",
+        u.name, u.id, u.extension
+    );
+    println!("Licensed:   {}", if u.licensed { "yes" } else { "no" });
+    match &u.profile {
+        Some(p) => println!(
+            "Profile:    {} {}",
+            p.code,
+            note(p.licensed, p.note.as_deref())
+        ),
+        None => println!("Profile:    none"),
+    }
+    for a in &u.addons {
+        println!(
+            "Add-on:     {} {}",
+            a.code,
+            note(a.licensed, a.note.as_deref())
+        );
+    }
+    if !u.missing.is_empty() {
+        println!("Missing:    {}", u.missing.join(", "));
+    }
+    Ok(())
+}
+
+fn note(licensed: bool, note: Option<&str>) -> String {
+    if licensed {
+        "(licensed)".into()
+    } else {
+        format!("(NOT licensed: {})", note.unwrap_or("no seat"))
+    }
+}
