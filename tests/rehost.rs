@@ -46,6 +46,33 @@ fn rehost_moves_the_license_and_the_old_box_learns_it() {
     let mut a = box_a.start();
     a.await_ready();
     assert!(box_a.cli(&["activate", &pbx.key]).status.success());
+    for (id, ext, profile) in [("ann", "201", "premium"), ("bob", "202", "essential")] {
+        let out = box_a.cli(&[
+            "users",
+            "add",
+            id,
+            "--name",
+            id,
+            "--extension",
+            ext,
+            "--profile",
+            profile,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(box_a
+        .cli(&["users", "addon", "add", "ann", "mobile"])
+        .status
+        .success());
+    let users_a = json(&box_a.cli(&["users", "list", "--json"]));
+    let export = box_a.dir.path().join("users.json");
+    let out = box_a.cli(&["export", export.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode = std::fs::metadata(&export).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
     let seats_a = status(&box_a)["license"]["seats"].clone();
     // Box A dies (it is never asked again until it comes back).
     a.stop();
@@ -61,7 +88,25 @@ fn rehost_moves_the_license_and_the_old_box_learns_it() {
     assert_eq!(st_b["state"], "active");
     assert_eq!(st_b["license"]["system_id"], pbx.serial.as_str());
     assert_eq!(st_b["license"]["pbx_name"], "Main office");
-    assert_eq!(st_b["license"]["seats"], seats_a);
+    // Restoring onto B before its activation would have been refused:
+    // checked below with a file of another system.
+    let out = box_b.cli(&["restore", export.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&box_b.cli(&["users", "list", "--json"])), users_a);
+    assert_eq!(
+        status(&box_b)["license"]["seats"],
+        seats_a,
+        "same seats, same users"
+    );
+    let out = box_b.cli(&["restore", export.to_str().unwrap()]);
+    assert!(stderr(&out).contains("users already"), "{}", stderr(&out));
+    let foreign = std::fs::read_to_string(&export)
+        .unwrap()
+        .replace(&pbx.serial, "SYS-OTHR-0000");
+    let foreign = box_b.file("foreign.json", &foreign);
+    let out = box_b.cli(&["restore", foreign.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(stderr(&out).contains("SYS-OTHR-0000"), "{}", stderr(&out));
 
     // Box A comes back: it still believes in its license until it asks.
     let mut a = box_a.start();

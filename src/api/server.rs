@@ -213,7 +213,9 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
         | Route::UsersImport
         | Route::Entitlement
         | Route::Seats
-        | Route::Audit => super::users::handle(agent, &method, route, &query, &body, peer),
+        | Route::Audit
+        | Route::Export
+        | Route::Restore => super::users::handle(agent, &method, route, &query, &body, peer),
     }
 }
 
@@ -239,6 +241,8 @@ pub(super) enum Route {
     Entitlement,
     Seats,
     Audit,
+    Export,
+    Restore,
 }
 
 impl Route {
@@ -278,6 +282,9 @@ impl Route {
             ["v1", "entitlement"] => (Route::Entitlement, &[M::GET]),
             ["v1", "seats"] => (Route::Seats, &[M::GET]),
             ["v1", "audit"] => (Route::Audit, &[M::GET]),
+            // A backup of every user: for admins, not for every reader.
+            ["v1", "export"] => (Route::Export, &[M::POST]),
+            ["v1", "restore"] => (Route::Restore, &[M::POST]),
             _ => return Err(StatusCode::NOT_FOUND),
         };
         if allowed.contains(method) {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Peer;
 use super::server::{error, json, parse, respond_json_error, Resp, Route};
-use crate::daemon::agent::users::BulkError;
+use crate::daemon::agent::users::{BulkError, RestoreError, UsersExport};
 use crate::daemon::agent::Agent;
 use crate::seats::{NewUser, Op, SeatError, UserQuery, UserUpdate};
 use crate::store::AuditQuery;
@@ -218,8 +218,33 @@ fn run(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
         }
+        (Route::Export, _) => match agent.export_users() {
+            Ok(x) => json(StatusCode::OK, &x),
+            Err(e) => restore_error(&e),
+        },
+        (Route::Restore, _) => {
+            let export: UsersExport = parse(body)?;
+            match agent.restore_users(export, uid) {
+                Ok(n) => json(StatusCode::OK, &Restored { restored: n }),
+                Err(e) => restore_error(&e),
+            }
+        }
         _ => error(StatusCode::NOT_FOUND, "no such API path"),
     })
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    pub restored: usize,
+}
+
+fn restore_error(e: &RestoreError) -> Resp {
+    let status = match e {
+        RestoreError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        RestoreError::NoLicense | RestoreError::NotEmpty(_) => StatusCode::CONFLICT,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    error(status, &e.to_string())
 }
 
 fn seat_error(e: &SeatError) -> Resp {

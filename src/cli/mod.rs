@@ -101,6 +101,10 @@ enum Command {
         #[command(subcommand)]
         cmd: users::UsersCmd,
     },
+    /// Write the users, profiles and add-ons to FILE, for a replacement box
+    Export { file: PathBuf },
+    /// Load users from an export of the same system (onto a box without users)
+    Restore { file: PathBuf },
     /// Seats per profile and add-on: purchased, used, free, over
     Seats {
         #[arg(long)]
@@ -178,6 +182,8 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::RequestCode { key } => activate::request_code(&config, &key),
         Command::Users { cmd } => users::run(&config, cmd),
         Command::Seats { json } => users::seats(&config, json),
+        Command::Export { file } => users::export(&config, &file),
+        Command::Restore { file } => users::restore(&config, &file),
         Command::Trial { json } => activate::trial(&config, json),
         Command::Deactivate { json } => activate::deactivate(&config, json),
         Command::TestMode { action, json } => testmode::run(&config, &action, json),

@@ -8,9 +8,10 @@ use hyper::Method;
 use serde::de::DeserializeOwned;
 
 use super::{block_on, client, print_json, CliError};
-use crate::api::users::{AddonBody, Deleted, ProfileBody};
+use crate::api::users::{AddonBody, Deleted, ProfileBody, Restored};
 use crate::api::ClientError;
 use crate::config::Config;
+use crate::daemon::agent::users::UsersExport;
 use crate::seats::{AuditEntry, ImportPreview, NewUser, SeatSummary, UserKind, UserReport};
 
 #[derive(Subcommand, Debug)]
@@ -445,4 +446,59 @@ fn note(licensed: bool, note: Option<&str>) -> String {
     } else {
         format!("(NOT licensed: {})", note.unwrap_or("no seat"))
     }
+}
+
+/// `licagent export FILE`: the users, for the box that replaces this one.
+pub fn export(config: &Config, file: &std::path::Path) -> Result<(), CliError> {
+    let x: UsersExport = call(
+        config,
+        Method::POST,
+        "/v1/export",
+        vec![],
+        "application/json",
+    )?;
+    let text = serde_json::to_vec_pretty(&x).map_err(|e| CliError::Failed(e.to_string()))?;
+    write_private(file, &text)
+        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", file.display())))?;
+    println!(
+        "Exported {} users of system {} to {}.",
+        x.users.len(),
+        x.system_id,
+        file.display()
+    );
+    Ok(())
+}
+
+/// `licagent restore FILE`: loads an export onto this (new) box.
+pub fn restore(config: &Config, file: &std::path::Path) -> Result<(), CliError> {
+    let bytes = std::fs::read(file)
+        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", file.display())))?;
+    let x: UsersExport = serde_json::from_slice(&bytes).map_err(|e| {
+        CliError::Refused(format!("{} is not a licagent export: {e}", file.display()))
+    })?;
+    let r: Restored = call(
+        config,
+        Method::POST,
+        "/v1/restore",
+        to_json(&x)?,
+        "application/json",
+    )?;
+    println!("Restored {} users of system {}.", r.restored, x.system_id);
+    Ok(())
+}
+
+/// The export names people and numbers: 0600, written whole or not at all.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

@@ -107,7 +107,7 @@ impl User {
         self.addons.iter().any(|h| h.code == code)
     }
 
-    fn snapshot(&self) -> UserSnapshot {
+    pub fn snapshot(&self) -> UserSnapshot {
         UserSnapshot {
             name: self.name.clone(),
             extension: self.extension.clone(),

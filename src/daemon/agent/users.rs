@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::Agent;
+use crate::seats::Limits;
 use crate::seats::{
     self, ImportPreview, Op, OverUse, SeatError, SeatSummary, UserQuery, UserReport,
 };
@@ -144,4 +145,122 @@ pub(super) fn run_notice_hook(hook: &Path, over: &[OverUse]) {
             }
         }
     });
+}
+
+/// The users of a PBX as `licagent export` writes them: what an RMA
+/// replacement needs to take over, bound to the system serial.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UsersExport {
+    /// Layout version of this file.
+    pub format: u32,
+    pub system_id: String,
+    pub pbx_name: String,
+    /// RFC 3339.
+    pub exported_at: String,
+    pub users: Vec<seats::User>,
+}
+
+pub const EXPORT_FORMAT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("no license is installed; activate this box (with --rehost after an RMA) before restoring its users")]
+    NoLicense,
+    #[error("this export is from system {found}, but this box is licensed as system {ours}; it was not restored")]
+    OtherSystem { found: String, ours: String },
+    #[error("this export has layout {0}; this licagent reads layout {EXPORT_FORMAT}")]
+    Format(u32),
+    #[error(
+        "this box has {0} users already; restore only onto a box without users (remove them first)"
+    )]
+    NotEmpty(usize),
+    #[error("user '{user}': {problem}; nothing was restored")]
+    Bad { user: String, problem: String },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl Agent {
+    /// Every user with its holdings, for the new box.
+    pub fn export_users(&self) -> Result<UsersExport, RestoreError> {
+        let inner = self.lock();
+        let p = &inner
+            .license
+            .as_ref()
+            .ok_or(RestoreError::NoLicense)?
+            .payload;
+        Ok(UsersExport {
+            format: EXPORT_FORMAT,
+            system_id: p.system_id.clone(),
+            pbx_name: p.pbx_name.clone(),
+            exported_at: crate::time::rfc3339(crate::time::now()),
+            users: inner.ledger.users().cloned().collect(),
+        })
+    }
+
+    /// Loads an export onto this box as it was, in one transaction: same
+    /// ids, holdings and assignment order, so the same users hold the seats.
+    pub fn restore_users(&self, export: UsersExport, uid: u32) -> Result<usize, RestoreError> {
+        if export.format != EXPORT_FORMAT {
+            return Err(RestoreError::Format(export.format));
+        }
+        let mut inner = self.lock();
+        let now = inner.now();
+        let p = &inner
+            .license
+            .as_ref()
+            .ok_or(RestoreError::NoLicense)?
+            .payload;
+        if p.system_id != export.system_id {
+            return Err(RestoreError::OtherSystem {
+                found: export.system_id,
+                ours: p.system_id.clone(),
+            });
+        }
+        if !inner.ledger.is_empty() {
+            return Err(RestoreError::NotEmpty(inner.ledger.len()));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut extensions = std::collections::HashSet::new();
+        for u in &export.users {
+            let bad = |problem: String| RestoreError::Bad {
+                user: u.id.clone(),
+                problem,
+            };
+            seats::check_id(&u.id).map_err(|e| bad(e.to_string()))?;
+            seats::check_extension(&u.extension).map_err(|e| bad(e.to_string()))?;
+            seats::check_name(&u.name).map_err(|e| bad(e.to_string()))?;
+            if !ids.insert(u.id.as_str()) {
+                return Err(bad("the id appears twice".into()));
+            }
+            if !extensions.insert(u.extension.as_str()) {
+                return Err(bad(format!("extension {} appears twice", u.extension)));
+            }
+            for code in u.profile.iter().chain(&u.addons).map(|h| h.code.as_str()) {
+                if p.entry(code).is_none() {
+                    return Err(bad(format!("{code} is not in this box's license")));
+                }
+            }
+        }
+        let audit: Vec<seats::AuditRecord> = export
+            .users
+            .iter()
+            .map(|u| seats::AuditRecord {
+                at: now,
+                caller_uid: uid,
+                action: seats::AuditAction::Import,
+                user_id: u.id.clone(),
+                before: None,
+                after: Some(u.snapshot()),
+                totals: Default::default(),
+            })
+            .collect();
+        let inner = &mut *inner;
+        inner.store.save_users(&export.users, &[], &audit)?;
+        let settings = inner.ledger.settings().clone();
+        inner.ledger = seats::load(&inner.store, Limits::none(), settings)?;
+        inner.sync_limits(now);
+        info!(uid, users = export.users.len(), system_id = %export.system_id, "users restored");
+        Ok(export.users.len())
+    }
 }
