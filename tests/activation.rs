@@ -311,12 +311,7 @@ fn untrusted_tls_certificate_is_refused() {
     // The same portal, but the agent no longer trusts its CA.
     s.env
         .write_config_with_trust(&[&s.portal.trust_line], &s.portal.agent_config(false));
-    s.daemon.signal(nix::sys::signal::Signal::SIGHUP);
-    let start = Instant::now();
-    while !s.daemon.log().contains("config reloaded") {
-        assert!(start.elapsed() < WAIT);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    s.daemon.reload();
     let out = s.env.cli(&["refresh"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not trusted"), "{}", stderr(&out));
@@ -346,13 +341,7 @@ fn certificate_pinning_accepts_the_pinned_portal_only() {
             &format!("timeout_secs = 2\npin_sha256 = [{pin:?}]\n"),
         );
         s.env.write_config_with_trust(&[&s.portal.trust_line], &cfg);
-        let marks = s.daemon.log().matches("config reloaded").count();
-        s.daemon.signal(nix::sys::signal::Signal::SIGHUP);
-        let start = Instant::now();
-        while s.daemon.log().matches("config reloaded").count() == marks {
-            assert!(start.elapsed() < WAIT);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        s.daemon.reload();
     };
     reload(&pin);
     let out = s.env.cli(&["refresh"]);

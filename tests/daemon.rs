@@ -266,23 +266,14 @@ fn sighup_reloads_trust_keys() {
     assert!(stderr(&out).contains("unknown key"), "{}", stderr(&out));
 
     env.write_config("");
-    d.signal(nix::sys::signal::Signal::SIGHUP);
-    let start = std::time::Instant::now();
-    while !d.log().contains("config reloaded") {
-        assert!(start.elapsed() < WAIT, "no reload; log:\n{}", d.log());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    d.reload();
     let out = env.cli(&["import", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
 
     // A broken config on reload keeps the running one.
     std::fs::write(&env.config, "version = 1\nbogus = 1\n").unwrap();
     d.signal(nix::sys::signal::Signal::SIGHUP);
-    let start = std::time::Instant::now();
-    while !d.log().contains("was not reloaded") {
-        assert!(start.elapsed() < WAIT, "no reload error; log:\n{}", d.log());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    d.await_log("was not reloaded", 1);
     // The daemon still runs on the old config; the CLI needs a good one.
     env.write_config("");
     assert_eq!(json(&env.cli(&["status", "--json"]))["state"], "active");

@@ -309,6 +309,26 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the log holds `needle` at least `times` times.
+    pub fn await_log(&self, needle: &str, times: usize) {
+        let start = Instant::now();
+        while self.log().matches(needle).count() < times {
+            assert!(
+                start.elapsed() < WAIT,
+                "no {needle:?} in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGHUP and waits until the daemon says the reload is done.
+    pub fn reload(&self) {
+        let done = self.log().matches("config reloaded").count();
+        self.signal(nix::sys::signal::Signal::SIGHUP);
+        self.await_log("config reloaded", done + 1);
+    }
+
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
     }
