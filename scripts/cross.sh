@@ -141,6 +141,9 @@ case "$mode" in
     ;;
 --full)
     step "cargo test --workspace --target $target (under ${runner[0]})"
-    cargo test --locked --workspace --target "$target"
+    # Line tables only: backtraces keep file and line, and the cold test
+    # build of every dependency for the target links faster.
+    CARGO_PROFILE_DEV_DEBUG=line-tables-only \
+        cargo test --locked --workspace --target "$target"
     ;;
 esac
