@@ -20,3 +20,17 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
+
+# ARM boards and packages (README): the aarch64 suite under qemu, a smoke
+# test of the armv7 binary (its full suite does not fit CI's time), the
+# three .deb packages, and a real dpkg install of the amd64 one.
+# LICAGENT_SKIP_ARM=1 leaves this out on a developer's machine.
+if [ "${LICAGENT_SKIP_ARM:-0}" = 1 ]; then
+    step "ARM builds and packages: skipped (LICAGENT_SKIP_ARM=1)"
+    exit 0
+fi
+bash scripts/cross.sh aarch64-unknown-linux-gnu --full
+bash scripts/cross.sh armv7-unknown-linux-gnueabihf --smoke
+bash scripts/deb.sh
+step "dpkg install test of the amd64 package"
+bash scripts/deb-install-test.sh "$CARGO_TARGET_DIR"/debian/licagent_*_amd64.deb

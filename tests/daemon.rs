@@ -227,7 +227,7 @@ trait MissingConfig {
 
 impl MissingConfig for Env {
     fn cli_missing_config(&self) -> std::process::Output {
-        let mut cmd = std::process::Command::new(BIN);
+        let mut cmd = command(BIN);
         cmd.arg("--config")
             .arg(self.dir.path().join("nope.toml"))
             .arg("status");

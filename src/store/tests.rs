@@ -517,6 +517,22 @@ fn crash_child_installs_until_killed() {
     }
 }
 
+/// `exe` behind the emulator named in `LICAGENT_TEST_RUNNER`, if any: under
+/// cargo's qemu runner for an ARM target (`.cargo/config.toml`), this test
+/// binary is emulated but cannot exec an ARM binary by itself.
+fn runner_command(exe: &std::path::Path) -> Command {
+    let runner = std::env::var("LICAGENT_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(words).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    }
+}
+
 #[test]
 fn crash_mid_install_keeps_one_whole_license() {
     let dir = tempfile::tempdir().unwrap();
@@ -535,7 +551,7 @@ fn crash_mid_install_keeps_one_whole_license() {
         if started.elapsed() > Duration::from_secs(12) {
             break;
         }
-        let mut child = Command::new(&exe)
+        let mut child = runner_command(&exe)
             .args([&child_test, "--exact", "--nocapture", "--include-ignored"])
             .env(CRASH_CHILD_ENV, &path)
             .stdin(Stdio::null())

@@ -24,6 +24,25 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_licagent");
 /// Every wait in these tests ends by itself.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// A command that runs `bin`, behind the runner named in
+/// `LICAGENT_TEST_RUNNER` when that is set (for example
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu`). Cargo's target runner emulates
+/// the test binary itself, but an ARM binary that a test spawns cannot be
+/// exec'd directly unless binfmt_misc is set up; `.cargo/config.toml` sets
+/// this variable for the ARM targets.
+pub fn command(bin: &str) -> Command {
+    let runner = std::env::var("LICAGENT_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(words).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    }
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/hwid")
@@ -117,7 +136,7 @@ impl Env {
 
     /// Runs the CLI as another uid (the tests run as root on CI).
     pub fn cli_as(&self, args: &[&str], uid: Option<u32>) -> Output {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = command(BIN);
         cmd.arg("--config").arg(&self.config).args(args);
         if let Some(uid) = uid {
             use std::os::unix::process::CommandExt;
@@ -250,7 +269,7 @@ impl Daemon {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = command(BIN);
         cmd.arg("--config").arg(&env.config).arg("run");
         // The wrapper may replace the command; environment and stdio go on
         // whatever it returns.
