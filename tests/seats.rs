@@ -266,7 +266,7 @@ fn two_callers_for_the_last_seat_exactly_one_wins() {
             .success());
     }
     let spawn = |id: &str| {
-        std::process::Command::new(BIN)
+        command(BIN)
             .arg("--config")
             .arg(&env.config)
             .args(["users", "assign", id, "premium"])

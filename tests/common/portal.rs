@@ -77,7 +77,7 @@ impl Portal {
     }
 
     pub fn try_admin(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(portal_bin());
+        let mut cmd = super::command(portal_bin().to_str().unwrap());
         cmd.arg("--data").arg(&self.data).args(args);
         run_with_timeout(cmd)
     }
@@ -124,7 +124,7 @@ impl Portal {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(portal_bin())
+        let child = super::command(portal_bin().to_str().unwrap())
             .arg("--data")
             .arg(&self.data)
             .args(["serve", "--listen", listen, "--addr-file"])
