@@ -202,7 +202,7 @@ impl Default for Refresh {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
-    /// error, warn, info, debug or trace (or a tracing filter directive).
+    /// error, warn, info, debug or trace, or per target ("info,licagent=debug").
     pub level: String,
 }
 
@@ -383,7 +383,7 @@ impl Config {
                 "test mode lasts 8 hours (28800 s) at most; it may only be shortened",
             ));
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if crate::daemon::logging::parse(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",
                 self.log.level.clone(),

@@ -6,16 +6,17 @@ use std::sync::OnceLock;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::{reload, Layer, Registry};
 
-type Handle = reload::Handle<EnvFilter, Registry>;
+type Handle = reload::Handle<Targets, Registry>;
 
 static HANDLE: OnceLock<Handle> = OnceLock::new();
 
 /// Installs the global subscriber. Journald is used when systemd connected
 /// our stderr to the journal (JOURNAL_STREAM) and its socket answers.
 pub fn init(level: &str) {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = parse(level).unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
     let (filter, handle) = reload::Layer::new(filter);
     let _ = HANDLE.set(handle);
     let journald = std::env::var_os("JOURNAL_STREAM")
@@ -40,9 +41,18 @@ pub fn init(level: &str) {
 }
 
 pub fn set_level(level: &str) -> Result<(), String> {
-    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    let filter = parse(level)?;
     match HANDLE.get() {
         Some(h) => h.reload(filter).map_err(|e| e.to_string()),
         None => Ok(()),
     }
+}
+
+/// A level ("info") or per-target levels ("info,licagent=debug"). A plain
+/// target filter, not tracing's EnvFilter: that one brings a regex engine,
+/// which would be most of the appliance binary's growth.
+pub fn parse(level: &str) -> Result<Targets, String> {
+    level
+        .parse::<Targets>()
+        .map_err(|e| format!("{level:?} is not a log level: {e}"))
 }

@@ -6,7 +6,7 @@ pub mod agent;
 pub mod device;
 pub mod link;
 mod listen;
-mod logging;
+pub mod logging;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
