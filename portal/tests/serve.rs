@@ -17,6 +17,21 @@ use licagent::portal::wire::{
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_licportal");
+
+/// `licportal`, behind the emulator named in `LICAGENT_TEST_RUNNER` when the
+/// tests run for another architecture (see `.cargo/config.toml`).
+fn command() -> Command {
+    let runner = std::env::var("LICAGENT_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(words).arg(BIN);
+            cmd
+        }
+        None => Command::new(BIN),
+    }
+}
 /// Every wait in these tests ends by this long.
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -55,7 +70,7 @@ impl Portal {
     fn init() -> Portal {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("portal");
-        let out = run(Command::new(BIN).arg("--data").arg(&data).args([
+        let out = run(command().arg("--data").arg(&data).args([
             "--json",
             "init",
             "--names",
@@ -86,7 +101,7 @@ impl Portal {
     /// `init`, then `serve` on port 0; returns once the address is known.
     fn start() -> Portal {
         let mut p = Portal::init();
-        let child = Command::new(BIN)
+        let child = command()
             .arg("--data")
             .arg(&p.data)
             .args(["serve", "--listen", "127.0.0.1:0", "--addr-file"])
@@ -122,7 +137,7 @@ impl Portal {
     }
 
     fn cli_output(&self, args: &[&str]) -> Output {
-        run(Command::new(BIN).arg("--data").arg(&self.data).args(args))
+        run(command().arg("--data").arg(&self.data).args(args))
     }
 
     fn cli_json(&self, args: &[&str]) -> Value {
