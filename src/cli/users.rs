@@ -114,6 +114,10 @@ fn call<T: DeserializeOwned>(
     Ok(block_on(client(config).send(method, path, body, ct))??)
 }
 
+fn get<T: DeserializeOwned>(config: &Config, path: &str) -> Result<T, CliError> {
+    call(config, Method::GET, path, vec![], "application/json")
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, CliError> {
     serde_json::to_vec(v).map_err(|e| CliError::Failed(e.to_string()))
 }
@@ -153,13 +157,7 @@ pub fn run(config: &Config, cmd: UsersCmd) -> Result<(), CliError> {
             if unlicensed {
                 q.push("licensed=false".into());
             }
-            let users: Vec<UserReport> = call(
-                config,
-                Method::GET,
-                &format!("/v1/users?{}", q.join("&")),
-                vec![],
-                JSON,
-            )?;
+            let users: Vec<UserReport> = get(config, &format!("/v1/users?{}", q.join("&")))?;
             if json {
                 return print_json(&users);
             }
@@ -198,7 +196,7 @@ pub fn run(config: &Config, cmd: UsersCmd) -> Result<(), CliError> {
             } else {
                 format!("/v1/users/{}", enc(&id))
             };
-            let u: UserReport = call(config, Method::GET, &path, vec![], JSON)?;
+            let u: UserReport = get(config, &path)?;
             show(&u, json)
         }
         UsersCmd::Add {
@@ -337,13 +335,7 @@ pub fn run(config: &Config, cmd: UsersCmd) -> Result<(), CliError> {
             if let Some(c) = code {
                 q.push(format!("code={}", enc(&c)));
             }
-            let rows: Vec<AuditEntry> = call(
-                config,
-                Method::GET,
-                &format!("/v1/audit?{}", q.join("&")),
-                vec![],
-                JSON,
-            )?;
+            let rows: Vec<AuditEntry> = get(config, &format!("/v1/audit?{}", q.join("&")))?;
             if json {
                 return print_json(&rows);
             }
@@ -384,8 +376,7 @@ pub fn run(config: &Config, cmd: UsersCmd) -> Result<(), CliError> {
 }
 
 pub fn seats(config: &Config, json: bool) -> Result<(), CliError> {
-    let summary: Vec<SeatSummary> =
-        call(config, Method::GET, "/v1/seats", vec![], "application/json")?;
+    let summary: Vec<SeatSummary> = get(config, "/v1/seats")?;
     if json {
         return print_json(&summary);
     }
