@@ -2,7 +2,8 @@
 # The demo (README quick start): a reference portal and an agent on loopback,
 # over real TLS, in a temporary folder. Creates a PBX on the portal, activates
 # the agent with the printed key, shows the status, changes the seats on the
-# portal and refreshes. Ends by itself and removes what it made.
+# portal and refreshes, adds three users and shows seats bought and used.
+# Ends by itself and removes what it made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -78,6 +79,15 @@ agent activate "$pbx_key"
 step "licportal pbx edit: the order grows to 8 Premium seats; licagent refresh"
 portal pbx edit "$serial" --seats premium=8,business=10,essential=25 >/dev/null
 agent refresh
+
+step "licagent users add: three PBX users (the second gets the default profile)"
+agent users add 204 --name "Ann Smith" --extension 204 --profile premium >/dev/null
+agent users add 205 --name "Lee Carl" --extension 205 >/dev/null
+agent users add 299 --name "Front desk" --extension 299 --profile business >/dev/null
+agent users list
+
+step "licagent seats"
+agent seats
 
 step "licagent status --json"
 agent status --json

@@ -61,7 +61,7 @@ fn import_survives_restart_and_status_shows_seats() {
 
     let human = stdout(&env.cli(&["status"]));
     assert!(human.contains("State:        active"), "{human}");
-    assert!(human.contains("premium 5"), "{human}");
+    assert!(human.contains("premium 0/5"), "{human}");
     assert!(d.stop().success());
 }
 

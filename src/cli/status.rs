@@ -59,9 +59,12 @@ pub fn print_human(s: &Status) {
         let seats: Vec<String> = l
             .seats
             .iter()
-            .map(|(p, c)| format!("{p} {}", c.purchased))
+            .map(|(p, c)| match c.over {
+                0 => format!("{p} {}/{}", c.used, c.purchased),
+                over => format!("{p} {}/{} ({over} over)", c.used, c.purchased),
+            })
             .collect();
-        println!("Seats:        {}", list_or_none(&seats));
+        println!("Seats used:   {}", list_or_none(&seats));
         let addons: Vec<String> = l.addons.iter().map(|(a, n)| format!("{a} {n}")).collect();
         println!("Add-ons:      {}", list_or_none(&addons));
     }
