@@ -136,13 +136,28 @@ impl Env {
 
     /// Runs the CLI as another uid (the tests run as root on CI).
     pub fn cli_as(&self, args: &[&str], uid: Option<u32>) -> Output {
-        let mut cmd = command(BIN);
+        let mut cmd = match uid {
+            // The build folder may sit under a home only root can enter:
+            // another uid runs a copy from this test's own folder.
+            Some(_) => command(self.bin_copy().to_str().unwrap()),
+            None => command(BIN),
+        };
         cmd.arg("--config").arg(&self.config).args(args);
         if let Some(uid) = uid {
             use std::os::unix::process::CommandExt;
             cmd.uid(uid).gid(uid);
         }
         run_with_timeout(cmd)
+    }
+
+    /// The licagent binary, copied into this env's folder (mode 0755).
+    fn bin_copy(&self) -> PathBuf {
+        let copy = self.dir.path().join("licagent-bin");
+        if !copy.exists() {
+            std::fs::copy(BIN, &copy).expect("copy the licagent binary");
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        copy
     }
 
     pub fn start(&self) -> Daemon {
