@@ -50,6 +50,14 @@ fn site(seats: &str, extra: &[&str]) -> Site {
     }
 }
 
+/// Creates users (id, extension) with the default profile.
+fn add_users(env: &Env, users: &[(&str, &str)]) {
+    for (id, ext) in users {
+        let out = env.cli(&["users", "add", id, "--name", id, "--extension", ext]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
 fn seats(env: &Env) -> serde_json::Value {
     json(&env.cli(&["status", "--json"]))["license"]["seats"].clone()
 }
@@ -174,10 +182,7 @@ fn hard_enforcement_refuses_and_the_audit_names_who_took_the_last_seat() {
         &["--enforcement", "hard", "--addons", "mobile=1"],
     );
     let env = &s.env;
-    for (id, ext) in [("ann", "201"), ("bob", "202"), ("cid", "203")] {
-        let out = env.cli(&["users", "add", id, "--name", id, "--extension", ext]);
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
+    add_users(env, &[("ann", "201"), ("bob", "202"), ("cid", "203")]);
     // New users got the default profile.
     assert_eq!(
         json(&env.cli(&["users", "show", "ann", "--json"]))["profile"]["code"],
@@ -259,12 +264,7 @@ fn hard_enforcement_refuses_and_the_audit_names_who_took_the_last_seat() {
 fn two_callers_for_the_last_seat_exactly_one_wins() {
     let mut s = site("premium=1,essential=5", &["--enforcement", "hard"]);
     let env = &s.env;
-    for (id, ext) in [("ann", "201"), ("bob", "202")] {
-        assert!(env
-            .cli(&["users", "add", id, "--name", id, "--extension", ext])
-            .status
-            .success());
-    }
+    add_users(env, &[("ann", "201"), ("bob", "202")]);
     let spawn = |id: &str| {
         command(BIN)
             .arg("--config")
@@ -368,12 +368,7 @@ fn readers_check_entitlements_but_only_admins_assign() {
 fn test_mode_lifts_seat_limits_and_expiry_brings_them_back() {
     let mut s = site("premium=1,essential=5", &["--enforcement", "hard"]);
     let env = &s.env;
-    for (id, ext) in [("ann", "201"), ("bob", "202")] {
-        assert!(env
-            .cli(&["users", "add", id, "--name", id, "--extension", ext])
-            .status
-            .success());
-    }
+    add_users(env, &[("ann", "201"), ("bob", "202")]);
     assert!(env
         .cli(&["users", "assign", "ann", "premium"])
         .status

@@ -52,19 +52,8 @@ impl Client {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.call(Method::GET, path, Vec::new(), "application/json")
+        self.send(Method::GET, path, Vec::new(), "application/json")
             .await
-    }
-
-    /// Any method, for the REST-style user routes.
-    pub async fn send<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Vec<u8>,
-        content_type: &str,
-    ) -> Result<T, ClientError> {
-        self.call(method, path, body, content_type).await
     }
 
     pub async fn post<T: DeserializeOwned>(
@@ -73,25 +62,23 @@ impl Client {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<T, ClientError> {
-        self.call(Method::POST, path, body, content_type).await
+        self.send(Method::POST, path, body, content_type).await
     }
 
-    async fn call<T: DeserializeOwned>(
+    /// Any method; every call goes through here and its timeout.
+    pub async fn send<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<T, ClientError> {
-        match tokio::time::timeout(
+        tokio::time::timeout(
             REQUEST_TIMEOUT,
             self.call_inner(method, path, body, content_type),
         )
         .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(ClientError::Timeout),
-        }
+        .unwrap_or(Err(ClientError::Timeout))
     }
 
     async fn call_inner<T: DeserializeOwned>(
