@@ -157,6 +157,10 @@ fn grace_that_ends_without_the_portal_expires_the_license() {
 #[test]
 fn revocation_on_the_portal_reaches_the_agent_and_survives_restart() {
     let mut s = activated_site(86_400, 86_400);
+    let add = ["users", "add", "ann", "--name", "Ann", "--extension", "201"];
+    assert!(s.env.cli(&add).status.success());
+    let ann = || json(&s.env.cli(&["users", "show", "ann", "--json"]));
+    assert_eq!(ann()["licensed"], true);
     s.portal.admin(&[
         "pbx",
         "revoke",
@@ -170,6 +174,8 @@ fn revocation_on_the_portal_reaches_the_agent_and_survives_restart() {
     let st = json(&s.env.cli(&["status", "--json"]));
     assert_eq!(state(&st), "revoked");
     assert_eq!(st["licensed"], false);
+    // Revocation takes the seats away at once, without a restart.
+    assert_eq!(ann()["licensed"], false);
     s.daemon.stop();
     let mut d = s.env.start();
     d.await_ready();

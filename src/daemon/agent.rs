@@ -294,7 +294,10 @@ impl Agent {
         let mut inner = self.lock();
         let text = format!("the portal revoked this license: {reason}");
         inner.store.set_setting(REVOKED_KEY, Some(&text))?;
-        inner.apply(Event::Revoked, Some(text));
+        if inner.apply(Event::Revoked, Some(text)) {
+            let now = inner.clock_mark;
+            inner.sync_limits(now);
+        }
         Ok(())
     }
 
@@ -339,6 +342,7 @@ impl Agent {
             Event::Removed,
             Some("the license was deactivated on this box".into()),
         );
+        inner.sync_limits(now);
         Ok(inner.status(now))
     }
 
@@ -348,7 +352,9 @@ impl Agent {
         let mut inner = self.lock();
         let now = inner.now();
         inner.persist_clock_mark(now, false);
-        inner.apply_time_events(now);
+        if inner.apply_time_events(now) {
+            inner.sync_limits(now);
+        }
         if inner.test_until.is_some_and(|u| u <= now) {
             inner.end_test_mode("its time ran out");
         }
@@ -487,25 +493,30 @@ impl Inner {
         self.reason = reason;
     }
 
-    /// Runs one event through the transition table.
-    fn apply(&mut self, event: Event, reason: Option<String>) {
+    /// Runs one event through the transition table; true when the state
+    /// changed. The caller re-syncs the seat limits once after its events.
+    fn apply(&mut self, event: Event, reason: Option<String>) -> bool {
         match state::transition(self.state, event) {
             Some(next) => {
                 let now = self.clock_mark;
                 let reason = reason.or_else(|| self.reason_for(next, now, None));
                 let changed = next != self.state;
                 self.set_state(next, reason);
-                if changed {
-                    self.sync_limits(now);
-                }
+                changed
             }
-            None => tracing::debug!(state = ?self.state, ?event, "event does not apply"),
+            None => {
+                tracing::debug!(state = ?self.state, ?event, "event does not apply");
+                false
+            }
         }
     }
 
-    /// The time-driven events that have happened by `now`, in order.
-    fn apply_time_events(&mut self, now: i64) {
-        let Some(l) = &self.license else { return };
+    /// The time-driven events that have happened by `now`, in order; true
+    /// when the state changed.
+    fn apply_time_events(&mut self, now: i64) -> bool {
+        let Some(l) = &self.license else {
+            return false;
+        };
         let p = &l.payload;
         let mut events = vec![];
         if let Some(due) = p.refresh_due {
@@ -519,9 +530,11 @@ impl Inner {
         if p.term.ends_at.is_some_and(|end| now >= end) {
             events.push(Event::TermEnded);
         }
+        let mut changed = false;
         for e in events {
-            self.apply(e, None);
+            changed |= self.apply(e, None);
         }
+        changed
     }
 
     fn reason_for(&self, state: LicenseState, now: i64, revoked: Option<String>) -> Option<String> {
