@@ -113,7 +113,9 @@ EOF
     smoke_pid=$!
     # Ready when the CLI gets an answer; qemu makes start-up slower.
     for _ in $(seq 1 150); do
-        if state=$("${agent[@]}" --config "$dir/licagent.toml" status --json 2>/dev/null); then
+        # The exit code is the state's (11: unlicensed); an answer is JSON.
+        state=$("${agent[@]}" --config "$dir/licagent.toml" status --json 2>/dev/null || true)
+        if [ -n "$state" ]; then
             break
         fi
         state=""

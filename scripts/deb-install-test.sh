@@ -109,7 +109,9 @@ check_daemon_runs() {
     daemon_pid=$!
     local state=""
     for _ in $(seq 1 100); do
-        state=$(/usr/bin/licagent --config "$conf" status --json 2>/dev/null) && break
+        # The exit code is the state's (11: unlicensed); an answer is JSON.
+        state=$(/usr/bin/licagent --config "$conf" status --json 2>/dev/null || true)
+        [ -n "$state" ] && break
         state=""
         sleep 0.1
     done

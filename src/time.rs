@@ -20,6 +20,37 @@ pub fn rfc3339(secs: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// Parses RFC 3339 (what [`rfc3339`] writes) back to Unix seconds.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339(text).ok()?;
+    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
+}
+
+/// Serde for a time kept as Unix seconds and shown as RFC 3339; reads
+/// either form, so that answers of older agents still parse.
+pub mod rfc3339_serde {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(secs: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::rfc3339(*secs))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Secs(i64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Secs(s) => Ok(s),
+            Either::Text(t) => super::parse_rfc3339(&t)
+                .ok_or_else(|| de::Error::custom(format!("{t:?} is not an RFC 3339 time"))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,5 +61,22 @@ mod tests {
         assert_eq!(rfc3339(1_800_000_000), "2027-01-15T08:00:00Z");
         assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
         assert_eq!(rfc3339(-5), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn rfc3339_reads_back_and_serde_takes_both_forms() {
+        assert_eq!(parse_rfc3339("2027-01-15T08:00:00Z"), Some(1_800_000_000));
+        assert_eq!(parse_rfc3339("yesterday"), None);
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct T {
+            #[serde(with = "rfc3339_serde")]
+            at: i64,
+        }
+        let text = serde_json::to_string(&T { at: 1_800_000_000 }).unwrap();
+        assert_eq!(text, r#"{"at":"2027-01-15T08:00:00Z"}"#);
+        let old: T = serde_json::from_str(r#"{"at":1800000000}"#).unwrap();
+        assert_eq!(old.at, 1_800_000_000);
+        let new: T = serde_json::from_str(&text).unwrap();
+        assert_eq!(new.at, 1_800_000_000);
     }
 }

@@ -19,7 +19,8 @@ fn wait_status(
     let start = Instant::now();
     loop {
         let out = env.cli(&["status", "--json"]);
-        if out.status.success() {
+        // The exit code is the state's (docs/cli.md); an answer is JSON.
+        if out.stdout.starts_with(b"{") {
             let v = json(&out);
             if pred(&v) {
                 return v;

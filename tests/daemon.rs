@@ -173,7 +173,13 @@ fn unprivileged_caller_may_read_but_not_import() {
     d.await_ready();
     let nobody = 65534;
     let out = env.cli_as(&["status", "--json"], Some(nobody));
-    assert!(out.status.success(), "reads are open: {}", stderr(&out));
+    // Reads are open; the exit code is the state's (11: unlicensed).
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "reads are open: {}",
+        stderr(&out)
+    );
     assert_eq!(json(&out)["state"], "unlicensed");
 
     let file = env.file("good.lic", &env.sign(&env.payload()));

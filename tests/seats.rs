@@ -121,7 +121,7 @@ fn thousand_users_soft_overuse_after_a_smaller_order_and_stable_holders() {
     assert!(out.status.success(), "{}", stderr(&out));
     let st = seats(env);
     assert_eq!(st["essential"]["used"], 990);
-    assert_eq!(st["essential"]["free"], 10);
+    assert_eq!(st["essential"]["available"], 10);
     assert_eq!(st["premium"]["used"], 10);
     assert!(unlicensed(env).is_empty());
 

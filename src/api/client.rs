@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use super::types::ErrorBody;
+use super::error::{Code, ErrorBody};
 
 /// Long enough for an activation that waits on the portal.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -30,10 +30,12 @@ pub enum ClientError {
     SocketDenied(PathBuf),
     #[error("{0}")]
     Forbidden(String),
-    /// The daemon refused the request; `status` tells how.
+    /// The daemon refused the request; `status` and `code` tell how.
     #[error("{message}")]
     Refused {
         status: StatusCode,
+        /// `None` when the answer carried no code (not a licagent daemon).
+        code: Option<Code>,
         message: String,
         /// Bad rows of a refused bulk import.
         rows: Vec<crate::seats::RowError>,
@@ -126,15 +128,16 @@ impl Client {
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| self.protocol(e));
         }
-        let (message, rows) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => (b.error, b.rows),
-            Err(_) => (format!("the daemon answered {status}"), Vec::new()),
+        let (code, message, rows) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => (Some(b.error.code), b.error.message, b.error.rows),
+            Err(_) => (None, format!("the daemon answered {status}"), Vec::new()),
         };
-        if status == StatusCode::FORBIDDEN {
+        if status == StatusCode::FORBIDDEN && code == Some(Code::AccessDenied) {
             return Err(ClientError::Forbidden(message));
         }
         Err(ClientError::Refused {
             status,
+            code,
             message,
             rows,
         })

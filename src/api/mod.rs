@@ -4,9 +4,12 @@
 
 pub mod auth;
 pub mod client;
+pub mod error;
+pub mod events;
 pub mod server;
 pub mod types;
 pub mod users;
 
 pub use client::{Client, ClientError};
+pub use error::{ApiError, Code};
 pub use server::serve;

@@ -15,13 +15,12 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::auth::{Peer, Policy};
-use super::types::ErrorBody;
+use super::error::{self as errors, ApiError, Code, ErrorBody};
+use super::events::{Events, SseBody};
 use super::types::{ActivateBody, RequestCodeAnswer, RequestCodeBody, Status};
 use crate::config::Config;
-use crate::daemon::agent::{Agent, ImportError, TestModeError};
-use crate::daemon::link::{Link, LinkError};
-use crate::license::LicenseError;
-use crate::portal::PortalError;
+use crate::daemon::agent::{Agent, TestModeError};
+use crate::daemon::link::Link;
 
 /// Largest request body accepted (a license file is a few KiB).
 const MAX_BODY: usize = 1024 * 1024;
@@ -41,9 +40,46 @@ pub struct Shared {
     pub config: RwLock<Config>,
     /// Replaced on config reload.
     pub policy: RwLock<Policy>,
+    /// Changes for `GET /v1/events`.
+    pub events: Arc<Events>,
 }
 
-pub(super) type Resp = Response<Full<Bytes>>;
+pub(super) type Resp = Response<BodyKind>;
+
+/// An answer's body: whole (every answer but one), or the event stream.
+pub enum BodyKind {
+    Whole(Full<Bytes>),
+    Stream(SseBody),
+}
+
+impl hyper::body::Body for BodyKind {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            BodyKind::Whole(b) => std::pin::Pin::new(b).poll_frame(cx),
+            BodyKind::Stream(s) => std::pin::Pin::new(s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            BodyKind::Whole(b) => b.is_end_stream(),
+            BodyKind::Stream(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            BodyKind::Whole(b) => b.size_hint(),
+            BodyKind::Stream(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
 
 /// Serves until `shutdown` turns true. Connections in flight finish on
 /// their own; new ones are no longer accepted.
@@ -99,7 +135,11 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
     // A browser page must never drive the agent (the socket is local, but a
     // proxy in front of it could forward browser requests).
     if req.headers().contains_key("origin") || req.headers().contains_key("referer") {
-        return error(StatusCode::FORBIDDEN, "requests from web pages are refused");
+        return error(
+            StatusCode::FORBIDDEN,
+            Code::OriginRefused,
+            "requests from web pages are refused",
+        );
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -107,12 +147,22 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
     let route = match Route::of(&method, &path) {
         Ok(r) => r,
         Err(status) if status == StatusCode::METHOD_NOT_ALLOWED => {
-            return error(status, &format!("{method} is not allowed on {path}"));
+            return error(
+                status,
+                Code::MethodNotAllowed,
+                &format!("{method} is not allowed on {path}"),
+            );
         }
-        Err(status) => return error(status, &format!("no such API path: {path}")),
+        Err(status) => {
+            return error(
+                status,
+                Code::NotFound,
+                &format!("no such API path: {path} (docs/api.md lists the routes)"),
+            )
+        }
     };
-    // Reads are open to whoever may connect; everything else changes state.
-    if method != Method::GET {
+    let access = route.access(&method);
+    if access == Access::Change {
         let verdict = shared
             .policy
             .read()
@@ -122,9 +172,13 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
             warn!(uid = peer.uid, gid = peer.gid, pid = ?peer.pid, %method, %path, "refused: {why}");
             return error(
                 StatusCode::FORBIDDEN,
+                Code::AccessDenied,
                 "access denied: changing the license or the users needs root or the admin group",
             );
         }
+    }
+    if route == Route::Events {
+        return super::events::stream(&shared.events, &req, query.get("since"), status(shared));
     }
     let limit = if route == Route::UsersImport {
         MAX_IMPORT_BODY
@@ -136,19 +190,38 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
         Err(_) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
+                Code::BodyTooLarge,
                 &format!("the request body is larger than {limit} bytes"),
             )
         }
     };
+    let resp = route_to(route, &method, &query, &body, peer, shared).await;
+    if access == Access::Change {
+        // Whatever the change did (users licensed, seats, state), the
+        // event stream hears it before the caller gets its answer.
+        shared.agent.publish_changes(&shared.events);
+    }
+    resp
+}
+
+async fn route_to(
+    route: Route,
+    method: &Method,
+    query: &super::users::Query,
+    body: &[u8],
+    peer: Peer,
+    shared: &Shared,
+) -> Resp {
     let agent = &shared.agent;
     let link = &shared.link;
     match route {
         Route::Status => json(StatusCode::OK, &status(shared)),
         Route::Hwid => json(StatusCode::OK, &agent.hardware()),
         Route::License => {
-            let Ok(text) = std::str::from_utf8(&body) else {
+            let Ok(text) = std::str::from_utf8(body) else {
                 return error(
                     StatusCode::BAD_REQUEST,
+                    Code::NotALicense,
                     "the license file is not UTF-8 text",
                 );
             };
@@ -156,44 +229,48 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
                 Ok(_) => json(StatusCode::OK, &status(shared)),
                 Err(e) => {
                     warn!(uid = peer.uid, "license import refused: {e}");
-                    error(import_status(&e), &e.to_string())
+                    fail(errors::import(&e), &e)
                 }
             }
         }
         Route::Activate => {
-            let req: ActivateBody = match parse(&body) {
+            let req: ActivateBody = match parse(body) {
                 Ok(r) => r,
-                Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
+                Err(msg) => return error(StatusCode::BAD_REQUEST, Code::BadRequest, &msg),
             };
             match link.activate(agent, &req.key, req.rehost).await {
                 Ok(_) => json(StatusCode::OK, &status(shared)),
-                Err(e) => error(link_status(&e), &e.to_string()),
+                Err(e) => fail(errors::link(&e), &e),
             }
         }
         Route::Refresh => match link.refresh(agent).await {
             Ok(_) => json(StatusCode::OK, &status(shared)),
-            Err(e) => error(link_status(&e), &e.to_string()),
+            Err(e) => fail(errors::link(&e), &e),
         },
         Route::RequestCode => {
-            let req: RequestCodeBody = match parse(&body) {
+            let req: RequestCodeBody = match parse(body) {
                 Ok(r) => r,
-                Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
+                Err(msg) => return error(StatusCode::BAD_REQUEST, Code::BadRequest, &msg),
             };
             match link.request_code(agent, &req.key) {
                 Ok(code) => json(StatusCode::OK, &RequestCodeAnswer { request_code: code }),
-                Err(e) => error(link_status(&e), &e.to_string()),
+                Err(e) => fail(errors::link(&e), &e),
             }
         }
         Route::Trial => match link.trial(agent).await {
             Ok(_) => json(StatusCode::OK, &status(shared)),
-            Err(e) => error(link_status(&e), &e.to_string()),
+            Err(e) => fail(errors::link(&e), &e),
         },
         Route::Deactivate => match link.deactivate(agent).await {
             Ok(()) => match agent.remove_license() {
                 Ok(_) => json(StatusCode::OK, &status(shared)),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                Err(e) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Code::Internal,
+                    &e.to_string(),
+                ),
             },
-            Err(e) => error(link_status(&e), &e.to_string()),
+            Err(e) => fail(errors::link(&e), &e),
         },
         Route::TestModeStart => {
             let secs = shared
@@ -205,6 +282,8 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
             test_mode(shared, agent.start_test_mode(secs))
         }
         Route::TestModeStop => test_mode(shared, agent.stop_test_mode()),
+        // Answered before the body is read, above.
+        Route::Events => error(StatusCode::NOT_FOUND, Code::NotFound, "no such API path"),
         Route::Users
         | Route::User(_)
         | Route::UserProfile(_)
@@ -212,18 +291,63 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
         | Route::UserAddon(..)
         | Route::UsersImport
         | Route::Entitlement
+        | Route::Entitlements
         | Route::Seats
         | Route::Audit
         | Route::Export
-        | Route::Restore => super::users::handle(agent, &method, route, &query, &body, peer),
+        | Route::Restore => super::users::handle(agent, method, route, query, body, peer),
     }
 }
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone who can connect to the socket.
+    Read,
+    /// Root, the daemon's uid, the admin group.
+    Change,
+}
+
+/// Every path the API knows with its methods: the handler table, as data.
+/// The router below matches exactly these (a unit test holds them
+/// together), and the OpenAPI test checks that docs/openapi.yaml documents
+/// each one. Every GET is a read; so is `POST /v1/entitlements`; every
+/// other call changes state.
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/v1/status", &["GET"]),
+    ("/v1/hwid", &["GET"]),
+    ("/v1/events", &["GET"]),
+    ("/v1/license", &["POST"]),
+    ("/v1/activate", &["POST"]),
+    ("/v1/refresh", &["POST"]),
+    // It carries the PBX key: not for every reader.
+    ("/v1/request-code", &["POST"]),
+    ("/v1/trial", &["POST"]),
+    ("/v1/deactivate", &["POST"]),
+    ("/v1/test-mode/start", &["POST"]),
+    ("/v1/test-mode/stop", &["POST"]),
+    ("/v1/users", &["GET", "POST"]),
+    ("/v1/users/import", &["POST"]),
+    ("/v1/users/{id}", &["GET", "PATCH", "DELETE"]),
+    ("/v1/users/{id}/profile", &["PUT", "DELETE"]),
+    ("/v1/users/{id}/addons", &["POST"]),
+    ("/v1/users/{id}/addons/{code}", &["DELETE"]),
+    ("/v1/entitlement", &["GET"]),
+    // A batch of checks: a read, although it has a body.
+    ("/v1/entitlements", &["POST"]),
+    ("/v1/seats", &["GET"]),
+    ("/v1/audit", &["GET"]),
+    // A backup of every user: for admins, not for every reader.
+    ("/v1/export", &["POST"]),
+    ("/v1/restore", &["POST"]),
+];
 
 /// Every path the API knows. Parsed once per request from method and path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Route {
     Status,
     Hwid,
+    Events,
     License,
     Activate,
     Refresh,
@@ -239,6 +363,7 @@ pub(super) enum Route {
     UserAddon(String, String),
     UsersImport,
     Entitlement,
+    Entitlements,
     Seats,
     Audit,
     Export,
@@ -259,10 +384,10 @@ impl Route {
         let (route, allowed): (Route, &[Method]) = match segs.as_slice() {
             ["v1", "status"] => (Route::Status, &[M::GET]),
             ["v1", "hwid"] => (Route::Hwid, &[M::GET]),
+            ["v1", "events"] => (Route::Events, &[M::GET]),
             ["v1", "license"] => (Route::License, &[M::POST]),
             ["v1", "activate"] => (Route::Activate, &[M::POST]),
             ["v1", "refresh"] => (Route::Refresh, &[M::POST]),
-            // It carries the PBX key: not for every reader.
             ["v1", "request-code"] => (Route::RequestCode, &[M::POST]),
             ["v1", "trial"] => (Route::Trial, &[M::POST]),
             ["v1", "deactivate"] => (Route::Deactivate, &[M::POST]),
@@ -270,19 +395,23 @@ impl Route {
             ["v1", "test-mode", "stop"] => (Route::TestModeStop, &[M::POST]),
             ["v1", "users"] => (Route::Users, &[M::GET, M::POST]),
             ["v1", "users", "import"] => (Route::UsersImport, &[M::POST]),
-            ["v1", "users", id] => (Route::User(id.to_string()), &[M::GET, M::PATCH, M::DELETE]),
-            ["v1", "users", id, "profile"] => {
+            ["v1", "users", id] if !id.is_empty() => {
+                (Route::User(id.to_string()), &[M::GET, M::PATCH, M::DELETE])
+            }
+            ["v1", "users", id, "profile"] if !id.is_empty() => {
                 (Route::UserProfile(id.to_string()), &[M::PUT, M::DELETE])
             }
-            ["v1", "users", id, "addons"] => (Route::UserAddons(id.to_string()), &[M::POST]),
-            ["v1", "users", id, "addons", code] => (
+            ["v1", "users", id, "addons"] if !id.is_empty() => {
+                (Route::UserAddons(id.to_string()), &[M::POST])
+            }
+            ["v1", "users", id, "addons", code] if !id.is_empty() && !code.is_empty() => (
                 Route::UserAddon(id.to_string(), code.to_string()),
                 &[M::DELETE],
             ),
             ["v1", "entitlement"] => (Route::Entitlement, &[M::GET]),
+            ["v1", "entitlements"] => (Route::Entitlements, &[M::POST]),
             ["v1", "seats"] => (Route::Seats, &[M::GET]),
             ["v1", "audit"] => (Route::Audit, &[M::GET]),
-            // A backup of every user: for admins, not for every reader.
             ["v1", "export"] => (Route::Export, &[M::POST]),
             ["v1", "restore"] => (Route::Restore, &[M::POST]),
             _ => return Err(StatusCode::NOT_FOUND),
@@ -293,13 +422,22 @@ impl Route {
             Err(StatusCode::METHOD_NOT_ALLOWED)
         }
     }
+
+    /// Reads are open to whoever may connect; the rest changes state.
+    /// Every GET is a read, and so is a batch of entitlement checks.
+    fn access(&self, method: &Method) -> Access {
+        if method == Method::GET || *self == Route::Entitlements {
+            Access::Read
+        } else {
+            Access::Change
+        }
+    }
 }
 
 fn test_mode(shared: &Shared, r: Result<Status, TestModeError>) -> Resp {
     match r {
         Ok(_) => json(StatusCode::OK, &status(shared)),
-        Err(TestModeError::Store(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        Err(e) => error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e) => fail(errors::test_mode(&e), &e),
     }
 }
 
@@ -313,66 +451,99 @@ pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, St
     serde_json::from_slice(body).map_err(|e| format!("the request body is not valid: {e}"))
 }
 
-/// 4xx for what the caller or the portal's answer decided, 502/504 for a
-/// portal that could not be reached or understood.
-fn link_status(e: &LinkError) -> StatusCode {
-    match e {
-        LinkError::Key(_) => StatusCode::BAD_REQUEST,
-        LinkError::License(e) => import_status(e),
-        LinkError::NothingToRefresh => StatusCode::CONFLICT,
-        LinkError::Revoked(_) => StatusCode::GONE,
-        LinkError::Portal(p) => match p {
-            PortalError::NotConfigured => StatusCode::CONFLICT,
-            PortalError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            PortalError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::BAD_GATEWAY,
-        },
-    }
-}
-
-fn import_status(e: &ImportError) -> StatusCode {
-    match e {
-        ImportError::Invalid(LicenseError::NotALicense)
-        | ImportError::Invalid(LicenseError::Damaged(_)) => StatusCode::BAD_REQUEST,
-        ImportError::Invalid(_)
-        | ImportError::Older { .. }
-        | ImportError::WrongNonce
-        | ImportError::WrongDevice => StatusCode::UNPROCESSABLE_ENTITY,
-        ImportError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
 pub(super) fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Resp {
     match serde_json::to_vec(body) {
         Ok(bytes) => respond(status, bytes),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Internal,
             &format!("cannot encode the answer: {e}"),
         ),
     }
 }
 
-pub(super) fn error(status: StatusCode, message: &str) -> Resp {
-    respond_json_error(status, message, Vec::new())
+/// An error answer: `{"error": {"code", "message"}}`.
+pub(super) fn error(status: StatusCode, code: Code, message: &str) -> Resp {
+    respond_error(status, ApiError::new(code, message))
 }
 
-pub(super) fn respond_json_error(
-    status: StatusCode,
-    message: &str,
-    rows: Vec<crate::seats::RowError>,
-) -> Resp {
-    let body = serde_json::to_vec(&ErrorBody {
-        error: message.to_string(),
-        rows,
-    })
-    .unwrap_or_else(|_| b"{\"error\":\"internal error\"}".to_vec());
+/// An error answer from a (status, code) pair and the error's sentence.
+pub(super) fn fail(how: (StatusCode, Code), e: &dyn std::fmt::Display) -> Resp {
+    error(how.0, how.1, &e.to_string())
+}
+
+pub(super) fn respond_error(status: StatusCode, error: ApiError) -> Resp {
+    let body = serde_json::to_vec(&ErrorBody { error }).unwrap_or_else(|_| {
+        br#"{"error":{"code":"internal","message":"internal error"}}"#.to_vec()
+    });
     respond(status, body)
 }
 
 fn respond(status: StatusCode, body: Vec<u8>) -> Resp {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(BodyKind::Whole(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const METHODS: [Method; 5] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+
+    #[test]
+    fn the_route_table_and_the_router_agree() {
+        for (template, methods) in ROUTES {
+            let path = template
+                .replace("{id}", "u%2F1")
+                .replace("{code}", "mobile");
+            for m in METHODS {
+                let got = Route::of(&m, &path);
+                if methods.contains(&m.as_str()) {
+                    assert!(got.is_ok(), "{m} {path}: {got:?}");
+                } else {
+                    assert_eq!(got, Err(StatusCode::METHOD_NOT_ALLOWED), "{m} {path}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_paths_are_not_found_whatever_the_method() {
+        for path in [
+            "/v1/entitlement/",
+            "/v1/users//profile",
+            "/v2/status",
+            "/status",
+            "/v1/users/u1/addons/",
+        ] {
+            for m in METHODS {
+                assert_eq!(
+                    Route::of(&m, path),
+                    Err(StatusCode::NOT_FOUND),
+                    "{m} {path}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reads_and_changes() {
+        assert_eq!(Route::Users.access(&Method::GET), Access::Read);
+        assert_eq!(Route::Users.access(&Method::POST), Access::Change);
+        assert_eq!(Route::Entitlements.access(&Method::POST), Access::Read);
+        assert_eq!(Route::Export.access(&Method::POST), Access::Change);
+        assert_eq!(
+            Route::User("u1".into()).access(&Method::DELETE),
+            Access::Change
+        );
+    }
 }

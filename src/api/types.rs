@@ -97,16 +97,8 @@ pub struct SeatCount {
     pub purchased: u32,
     /// Users counted against the seats (the admin never is).
     pub used: u32,
-    pub free: u32,
+    /// Seats left (`free` before 0.2; named like `GET /v1/seats`).
+    pub available: u32,
     /// Users beyond the seats (soft enforcement, or an order that shrank).
     pub over: u32,
-}
-
-/// Every error on the socket: `{"error": "..."}` with a real HTTP status.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: String,
-    /// Every bad row of a refused bulk import.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rows: Vec<crate::seats::RowError>,
 }

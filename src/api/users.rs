@@ -5,10 +5,11 @@ use hyper::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Peer;
-use super::server::{error, json, parse, respond_json_error, Resp, Route};
-use crate::daemon::agent::users::{BulkError, RestoreError, UsersExport};
+use super::error::{self as errors, ApiError, Code};
+use super::server::{error, fail, json, parse, respond_error, Resp, Route};
+use crate::daemon::agent::users::{BulkError, UsersExport};
 use crate::daemon::agent::Agent;
-use crate::seats::{NewUser, Op, SeatError, UserQuery, UserUpdate};
+use crate::seats::{NewUser, Op, UserQuery, UserUpdate};
 use crate::store::AuditQuery;
 
 /// `PUT /v1/users/{id}/profile`.
@@ -107,6 +108,39 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `POST /v1/entitlements`: many checks in one request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntitlementsBody {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub extensions: Vec<String>,
+}
+
+/// The answer: one result per asked id, then per asked extension, in the
+/// order asked. An unknown one carries `error` instead of `user`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntitlementsAnswer {
+    pub results: Vec<EntitlementResult>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntitlementResult {
+    /// What was asked: `{"user": id}` or `{"extension": ext}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entitlement: Option<crate::seats::UserReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+}
+
+/// Most checks in one batch.
+pub const MAX_BATCH: usize = 10_000;
+
 pub(super) fn handle(
     agent: &Agent,
     method: &Method,
@@ -117,7 +151,7 @@ pub(super) fn handle(
 ) -> Resp {
     match run(agent, method, route, query, body, peer) {
         Ok(resp) => resp,
-        Err(msg) => error(StatusCode::BAD_REQUEST, &msg),
+        Err(msg) => error(StatusCode::BAD_REQUEST, Code::BadRequest, &msg),
     }
 }
 
@@ -133,7 +167,7 @@ fn run(
     let change = |op: Op| match agent.change_users(op, uid) {
         Ok(Some(user)) => json(StatusCode::OK, &user),
         Ok(None) => json(StatusCode::OK, &serde_json::Value::Null),
-        Err(e) => seat_error(&e),
+        Err(e) => fail(errors::seat(&e), &e),
     };
     Ok(match (route, method) {
         (Route::Users, &Method::GET) => {
@@ -153,7 +187,11 @@ fn run(
         }
         (Route::User(id), &Method::GET) => match agent.entitlement(Some(&id), None) {
             Some(u) => json(StatusCode::OK, &u),
-            None => error(StatusCode::NOT_FOUND, &format!("there is no user '{id}'")),
+            None => error(
+                StatusCode::NOT_FOUND,
+                Code::UnknownUser,
+                &format!("there is no user '{id}'"),
+            ),
         },
         (Route::User(id), &Method::PATCH) => {
             let update: UserUpdate = parse(body)?;
@@ -161,7 +199,7 @@ fn run(
         }
         (Route::User(id), _) => match agent.change_users(Op::Delete { id: id.clone() }, uid) {
             Ok(_) => json(StatusCode::OK, &Deleted { deleted: id }),
-            Err(e) => seat_error(&e),
+            Err(e) => fail(errors::seat(&e), &e),
         },
         (Route::UserProfile(id), &Method::PUT) => {
             let b: ProfileBody = parse(body)?;
@@ -181,10 +219,11 @@ fn run(
             match agent.import_users(body, dry_run, uid) {
                 Ok(preview) => json(StatusCode::OK, &preview),
                 Err(BulkError::Import(e)) => {
-                    let rows = e.rows().to_vec();
-                    respond_json_error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string(), rows)
+                    let mut err = ApiError::new(Code::CsvInvalid, e.to_string());
+                    err.rows = e.rows().to_vec();
+                    respond_error(StatusCode::UNPROCESSABLE_ENTITY, err)
                 }
-                Err(BulkError::Seat(e)) => seat_error(&e),
+                Err(BulkError::Seat(e)) => fail(errors::seat(&e), &e),
             }
         }
         (Route::Entitlement, _) => {
@@ -197,6 +236,7 @@ fn run(
                 Some(u) => json(StatusCode::OK, &u),
                 None => error(
                     StatusCode::NOT_FOUND,
+                    Code::UnknownUser,
                     &match (user, ext) {
                         (Some(id), _) => format!("there is no user '{id}'"),
                         (None, Some(e)) => format!("no user has extension {e}"),
@@ -204,6 +244,39 @@ fn run(
                     },
                 ),
             }
+        }
+        (Route::Entitlements, _) => {
+            let asked: EntitlementsBody = parse(body)?;
+            let n = asked.users.len() + asked.extensions.len();
+            if n > MAX_BATCH {
+                return Err(format!(
+                    "{n} checks in one batch; at most {MAX_BATCH} (send several batches)"
+                ));
+            }
+            let found = agent.entitlements(&asked.users, &asked.extensions);
+            let asked_ids = asked.users.into_iter().map(|id| (Some(id), None));
+            let asked_exts = asked.extensions.into_iter().map(|e| (None, Some(e)));
+            let results = asked_ids
+                .chain(asked_exts)
+                .zip(found)
+                .map(|((user_id, extension), report)| {
+                    let error = report.is_none().then(|| {
+                        let message = match (&user_id, &extension) {
+                            (Some(id), _) => format!("there is no user '{id}'"),
+                            (_, Some(e)) => format!("no user has extension {e}"),
+                            _ => "no such user".to_string(),
+                        };
+                        ApiError::new(Code::UnknownUser, message)
+                    });
+                    EntitlementResult {
+                        user_id,
+                        extension,
+                        entitlement: report,
+                        error,
+                    }
+                })
+                .collect();
+            json(StatusCode::OK, &EntitlementsAnswer { results })
         }
         (Route::Seats, _) => json(StatusCode::OK, &agent.seat_summary()),
         (Route::Audit, _) => {
@@ -215,51 +288,31 @@ fn run(
             };
             match agent.audit(&q) {
                 Ok(rows) => json(StatusCode::OK, &rows),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                Err(e) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Code::Internal,
+                    &e.to_string(),
+                ),
             }
         }
         (Route::Export, _) => match agent.export_users() {
             Ok(x) => json(StatusCode::OK, &x),
-            Err(e) => restore_error(&e),
+            Err(e) => fail(errors::restore(&e), &e),
         },
         (Route::Restore, _) => {
             let export: UsersExport = parse(body)?;
             match agent.restore_users(export, uid) {
                 Ok(n) => json(StatusCode::OK, &Restored { restored: n }),
-                Err(e) => restore_error(&e),
+                Err(e) => fail(errors::restore(&e), &e),
             }
         }
-        _ => error(StatusCode::NOT_FOUND, "no such API path"),
+        _ => error(StatusCode::NOT_FOUND, Code::NotFound, "no such API path"),
     })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Restored {
     pub restored: usize,
-}
-
-fn restore_error(e: &RestoreError) -> Resp {
-    let status = match e {
-        RestoreError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        RestoreError::NoLicense | RestoreError::NotEmpty(_) => StatusCode::CONFLICT,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    };
-    error(status, &e.to_string())
-}
-
-fn seat_error(e: &SeatError) -> Resp {
-    let status = match e {
-        SeatError::UnknownUser { .. } => StatusCode::NOT_FOUND,
-        SeatError::NoSeat { .. }
-        | SeatError::DuplicateUser { .. }
-        | SeatError::DuplicateExtension { .. }
-        | SeatError::SecondAdmin { .. }
-        | SeatError::NoLicense
-        | SeatError::StalePlan => StatusCode::CONFLICT,
-        SeatError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    };
-    error(status, &e.to_string())
 }
 
 #[cfg(test)]

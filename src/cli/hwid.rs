@@ -43,8 +43,8 @@ pub fn run(
         }
         return Ok(());
     };
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", file.display())))?;
+    let text = String::from_utf8(super::read_input(file)?)
+        .map_err(|_| CliError::Refused(format!("{} is not a license file", super::shown(file))))?;
     let (payload, verified) = read_payload(&text, config)
         .map_err(|e| CliError::Refused(format!("{}: {e}", file.display())))?;
     let m = hwid::compare(&payload.hardware, &info.components);

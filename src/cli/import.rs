@@ -1,7 +1,6 @@
 //! `licagent import FILE`: verify a license file and install it through
 //! the daemon (the daemon verifies again; it trusts nothing the CLI says).
 
-use std::io::Read;
 use std::path::Path;
 
 use super::{block_on, client, print_json, status, CliError};
@@ -26,21 +25,11 @@ pub fn run(config: &Config, file: &Path, json: bool) -> Result<(), CliError> {
 }
 
 fn read_input(file: &Path) -> Result<String, CliError> {
-    let mut text = String::new();
-    let result = if file == Path::new("-") {
-        std::io::stdin().read_to_string(&mut text).map(|_| ())
-    } else {
-        std::fs::File::open(file).and_then(|mut f| f.read_to_string(&mut text).map(|_| ()))
-    };
-    result.map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            CliError::Failed(format!("{} does not exist", file.display()))
-        }
-        std::io::ErrorKind::InvalidData => CliError::Refused(format!(
+    let bytes = super::read_input(file)?;
+    String::from_utf8(bytes).map_err(|_| {
+        CliError::Refused(format!(
             "{} is not a text file, so not a license file",
-            file.display()
-        )),
-        _ => CliError::Failed(format!("cannot read {}: {e}", file.display())),
-    })?;
-    Ok(text)
+            super::shown(file)
+        ))
+    })
 }

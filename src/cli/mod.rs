@@ -26,6 +26,16 @@ pub const EXIT_DENIED: i32 = 4;
 pub const EXIT_REFUSED: i32 = 5;
 pub const EXIT_CONFIG: i32 = 6;
 
+/// `licagent status` exits by state (docs/cli.md), like `systemctl
+/// is-active`: 0 when the PBX is licensed and nothing needs doing (active,
+/// trial, test mode), these otherwise. They do not overlap the failure
+/// codes above, so a script tells "the box is expired" from "the daemon is
+/// not running".
+pub const EXIT_STATE_GRACE: i32 = 10;
+pub const EXIT_STATE_UNLICENSED: i32 = 11;
+pub const EXIT_STATE_EXPIRED: i32 = 12;
+pub const EXIT_STATE_REVOKED: i32 = 13;
+
 #[derive(Parser, Debug)]
 #[command(name = "licagent", version, about = "License agent for PBX appliances")]
 pub struct Cli {
@@ -46,10 +56,13 @@ pub struct Cli {
 enum Command {
     /// Run the daemon (systemd starts this)
     Run,
-    /// Show the license state, the PBX, seats and expiry
+    /// Show the license state, the PBX, seats and expiry; the exit code says the state
     Status {
         #[arg(long)]
         json: bool,
+        /// Print only the state word (for scripts); the exit code is the same
+        #[arg(long, conflicts_with = "json")]
+        check: bool,
     },
     /// Verify a license file and install it through the daemon
     Import {
@@ -101,9 +114,9 @@ enum Command {
         #[command(subcommand)]
         cmd: users::UsersCmd,
     },
-    /// Write the users, profiles and add-ons to FILE, for a replacement box
+    /// Write the users, profiles and add-ons to FILE (- for stdout), for a replacement box
     Export { file: PathBuf },
-    /// Load users from an export of the same system (onto a box without users)
+    /// Load users from an export of the same system (onto a box without users); FILE or - for stdin
     Restore { file: PathBuf },
     /// Seats per profile and add-on: purchased, used, free, over
     Seats {
@@ -114,7 +127,7 @@ enum Command {
     Hwid {
         #[arg(long)]
         json: bool,
-        /// Compare this machine with the hardware a license file is bound to
+        /// Compare this machine with the hardware a license file (or - for stdin) is bound to
         #[arg(long, value_name = "FILE")]
         explain: Option<PathBuf>,
         /// Read /sys, /etc and /proc under DIR (overrides hwid.root)
@@ -137,6 +150,44 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// The error as a program reads it under `--json`: the daemon's code
+    /// when it answered with one, else a code of the CLI's own.
+    pub fn code(&self) -> String {
+        let own = match self {
+            CliError::Config(_) => "config_invalid",
+            CliError::Client(ClientError::NotRunning(_)) => "not_running",
+            CliError::Client(ClientError::SocketDenied(_) | ClientError::Forbidden(_)) => {
+                "access_denied"
+            }
+            CliError::Client(ClientError::Refused { code: Some(c), .. }) => {
+                return serde_json::to_value(c)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| "refused".into());
+            }
+            CliError::Client(ClientError::Refused { .. }) | CliError::Refused(_) => "refused",
+            CliError::Client(ClientError::Timeout) => "timeout",
+            CliError::Client(ClientError::Protocol { .. }) | CliError::Failed(_) => "failed",
+        };
+        own.to_string()
+    }
+
+    /// `{"error": {"code", "message", "exit", "rows"?}}`, what `--json`
+    /// prints on stdout for a failure.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut error = serde_json::json!({
+            "code": self.code(),
+            "message": self.to_string(),
+            "exit": self.exit_code(),
+        });
+        if let CliError::Client(ClientError::Refused { rows, .. }) = self {
+            if !rows.is_empty() {
+                error["rows"] = serde_json::to_value(rows).unwrap_or_default();
+            }
+        }
+        serde_json::json!({ "error": error })
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Config(_) => EXIT_CONFIG,
@@ -155,6 +206,7 @@ impl CliError {
 
 /// Runs the CLI with `args` (including the program name); returns the exit code.
 pub fn run(args: Vec<OsString>) -> i32 {
+    let json = wants_json(&args);
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -163,19 +215,38 @@ pub fn run(args: Vec<OsString>) -> i32 {
         }
     };
     match dispatch(cli) {
-        Ok(()) => EXIT_OK,
+        Ok(code) => code,
         Err(e) => {
+            if json {
+                // A script reading stdout gets the failure too, as JSON.
+                println!("{}", e.to_json());
+            }
             eprintln!("licagent: {e}");
             e.exit_code()
         }
     }
 }
 
-fn dispatch(cli: Cli) -> Result<(), CliError> {
+/// Whether `--json` was asked for (before any `--`).
+fn wants_json(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
+}
+
+fn dispatch(cli: Cli) -> Result<i32, CliError> {
     let config = load_config(&cli)?;
+    if let Command::Status { json, check } = cli.command {
+        return status::run(&config, json, check);
+    }
+    dispatch_other(cli, config).map(|()| EXIT_OK)
+}
+
+fn dispatch_other(cli: Cli, config: Config) -> Result<(), CliError> {
     match cli.command {
         Command::Run => run::run(config, cli.config),
-        Command::Status { json } => status::run(&config, json),
+        Command::Status { .. } => Ok(()),
         Command::Import { file, json } => import::run(&config, &file, json),
         Command::Activate { key, rehost, json } => activate::activate(&config, &key, rehost, json),
         Command::Refresh { json } => activate::refresh(&config, json),
@@ -218,6 +289,33 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, CliError> {
 
 fn client(config: &Config) -> Client {
     Client::new(&config.paths.socket)
+}
+
+/// A file's bytes, or standard input's for `-`.
+fn read_input(file: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let result = if file == std::path::Path::new("-") {
+        std::io::stdin().read_to_end(&mut bytes).map(|_| ())
+    } else {
+        std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut bytes).map(|_| ()))
+    };
+    result.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            CliError::Failed(format!("{} does not exist", file.display()))
+        }
+        _ => CliError::Failed(format!("cannot read {}: {e}", file.display())),
+    })?;
+    Ok(bytes)
+}
+
+/// The name to print for a file argument (`-` is standard input).
+fn shown(file: &std::path::Path) -> String {
+    if file == std::path::Path::new("-") {
+        "standard input".to_string()
+    } else {
+        file.display().to_string()
+    }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {

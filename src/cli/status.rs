@@ -5,14 +5,29 @@ use crate::api::types::Status;
 use crate::config::Config;
 use crate::daemon::agent::state_word;
 use crate::hwid::MatchVerdict;
+use crate::license::LicenseState;
 
-pub fn run(config: &Config, json: bool) -> Result<(), CliError> {
+/// Prints the status and returns the exit code of its state.
+pub fn run(config: &Config, json: bool, check: bool) -> Result<i32, CliError> {
     let status: Status = block_on(client(config).get("/v1/status"))??;
     if json {
-        print_json(&status)
+        print_json(&status)?;
+    } else if check {
+        println!("{}", state_word(status.state));
     } else {
         print_human(&status);
-        Ok(())
+    }
+    Ok(exit_code(status.state))
+}
+
+/// The exit code of `licagent status` for a state (docs/cli.md).
+pub fn exit_code(state: LicenseState) -> i32 {
+    match state {
+        LicenseState::Active | LicenseState::Trial | LicenseState::Test => super::EXIT_OK,
+        LicenseState::Grace => super::EXIT_STATE_GRACE,
+        LicenseState::Unlicensed => super::EXIT_STATE_UNLICENSED,
+        LicenseState::Expired => super::EXIT_STATE_EXPIRED,
+        LicenseState::Revoked => super::EXIT_STATE_REVOKED,
     }
 }
 

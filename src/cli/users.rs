@@ -281,8 +281,7 @@ pub fn run(config: &Config, cmd: UsersCmd) -> Result<(), CliError> {
             dry_run,
             json,
         } => {
-            let bytes = std::fs::read(&file)
-                .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", file.display())))?;
+            let bytes = super::read_input(&file)?;
             let path = format!("/v1/users/import?dry_run={dry_run}");
             let result: Result<ImportPreview, CliError> =
                 call(config, Method::POST, &path, bytes, "text/csv");
@@ -292,13 +291,16 @@ pub fn run(config: &Config, cmd: UsersCmd) -> Result<(), CliError> {
                     message,
                     rows,
                     status,
+                    code,
                 })) => {
-                    // Every bad row, one per line, then the summary sentence.
+                    // Every bad row, one per line, then the summary sentence
+                    // (under --json the rows are in the error object).
                     for r in &rows {
-                        eprintln!("{}:{}: {}", file.display(), r.line, r.reason);
+                        eprintln!("{}:{}: {}", super::shown(&file), r.line, r.reason);
                     }
                     return Err(CliError::Client(ClientError::Refused {
                         status,
+                        code,
                         message: format!("nothing was imported: {message}"),
                         rows,
                     }));
@@ -448,7 +450,21 @@ pub fn export(config: &Config, file: &std::path::Path) -> Result<(), CliError> {
         vec![],
         "application/json",
     )?;
-    let text = serde_json::to_vec_pretty(&x).map_err(|e| CliError::Failed(e.to_string()))?;
+    let mut text = serde_json::to_vec_pretty(&x).map_err(|e| CliError::Failed(e.to_string()))?;
+    if file == std::path::Path::new("-") {
+        // The export itself is the output; the summary goes to stderr.
+        use std::io::Write;
+        text.push(b'\n');
+        std::io::stdout()
+            .write_all(&text)
+            .map_err(|e| CliError::Failed(format!("cannot write the export: {e}")))?;
+        eprintln!(
+            "Exported {} users of system {}.",
+            x.users.len(),
+            x.system_id
+        );
+        return Ok(());
+    }
     write_private(file, &text)
         .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", file.display())))?;
     println!(
@@ -462,10 +478,12 @@ pub fn export(config: &Config, file: &std::path::Path) -> Result<(), CliError> {
 
 /// `licagent restore FILE`: loads an export onto this (new) box.
 pub fn restore(config: &Config, file: &std::path::Path) -> Result<(), CliError> {
-    let bytes = std::fs::read(file)
-        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", file.display())))?;
+    let bytes = super::read_input(file)?;
     let x: UsersExport = serde_json::from_slice(&bytes).map_err(|e| {
-        CliError::Refused(format!("{} is not a licagent export: {e}", file.display()))
+        CliError::Refused(format!(
+            "{} is not a licagent export: {e}",
+            super::shown(file)
+        ))
     })?;
     let r: Restored = call(
         config,

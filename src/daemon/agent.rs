@@ -16,6 +16,7 @@ use crate::seats::{self, Ledger, LedgerSettings, Limits, OverUse};
 use crate::store::{Store, StoreError, StoredLicense};
 use crate::time;
 
+mod observe;
 pub mod users;
 
 /// The clock may lag its own high-water mark by this much before the agent
@@ -692,7 +693,7 @@ fn summary(l: &Loaded, state: LicenseState, now: i64, ledger: &Ledger) -> Licens
                 let count = SeatCount {
                     purchased: *v,
                     used,
-                    free: v.saturating_sub(used),
+                    available: v.saturating_sub(used),
                     over: c.map_or(0, |c| c.over),
                 };
                 (k.clone(), count)

@@ -73,7 +73,10 @@ async fn run_async(
         link: link.clone(),
         config: RwLock::new(config.clone()),
         policy: RwLock::new(Policy::new(&config.api.admin_group)),
+        events: Arc::new(crate::api::events::Events::new()),
     });
+    // The baseline that later changes are compared with.
+    agent.publish_changes(&shared.events);
     let (stop_tx, stop_rx) = watch::channel(false);
     let listen::Socket {
         listener,
@@ -124,13 +127,16 @@ async fn run_async(
                 if agent.tick() != before {
                     notify(&[NotifyState::Status(&status_line(&agent))]);
                 }
+                agent.publish_changes(&shared.events);
                 let due = link.next_refresh_at(&agent).is_some_and(|at| at <= crate::time::now());
                 if due && !refreshing.swap(true, Ordering::SeqCst) {
                     // In its own task: a slow portal never holds up the
                     // watchdog or the timers.
                     let (agent, link, flag) = (agent.clone(), link.clone(), refreshing.clone());
+                    let events = shared.events.clone();
                     tokio::spawn(async move {
                         let _ = link.refresh(&agent).await;
+                        agent.publish_changes(&events);
                         flag.store(false, Ordering::SeqCst);
                         notify(&[NotifyState::Status(&status_line(&agent))]);
                     });

@@ -49,6 +49,51 @@ pub enum Reason {
     Requires,
 }
 
+/// Why a user's check is not clean, as one top-level code for the PBX (a
+/// SIP server answers `403` from it). `None` when the user holds all it is
+/// assigned. The box-wide codes (`box_unlicensed`, `expired`, `revoked`)
+/// are set by the agent, which knows the license state; the ledger alone
+/// says `box_unlicensed` for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserReason {
+    /// The user has no base profile assigned.
+    NoProfile,
+    /// Every seat of the user's profile went to earlier assignments.
+    NoSeat,
+    /// The profile's code is not in the license's catalog.
+    NotInLicense,
+    /// A prerequisite of the profile or an add-on is missing.
+    MissingPrerequisite,
+    /// The profile is licensed, an add-on is not (the user may work).
+    MissingAddon,
+    /// No license is in force on the box.
+    BoxUnlicensed,
+    /// The box's license expired (term, or grace without the portal).
+    Expired,
+    /// The portal revoked the box's license.
+    Revoked,
+}
+
+impl UserReason {
+    /// The top-level reason from the profile's and the add-ons' states.
+    fn of(base: Option<Reason>, has_profile: bool, addon_missing: bool) -> Option<UserReason> {
+        if !has_profile {
+            return Some(UserReason::NoProfile);
+        }
+        match base {
+            Some(Reason::NoLicense) => Some(UserReason::BoxUnlicensed),
+            Some(Reason::NotInLicense) => Some(UserReason::NotInLicense),
+            Some(Reason::NoProfile) => Some(UserReason::NoProfile),
+            Some(Reason::NoSeat) => Some(UserReason::NoSeat),
+            Some(Reason::Requires) => Some(UserReason::MissingPrerequisite),
+            Some(Reason::NeedsProfile) => Some(UserReason::NoSeat),
+            None if addon_missing => Some(UserReason::MissingAddon),
+            None => None,
+        }
+    }
+}
+
 /// The status of one holding, computed by [`Ledger::recompute`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum St {
@@ -133,6 +178,10 @@ pub struct UserReport {
     pub kind: UserKind,
     /// The user holds a licensed profile: it may work.
     pub licensed: bool,
+    /// Why the check is not clean (`null` when the user holds everything
+    /// it is assigned); docs/api.md lists the codes.
+    #[serde(default)]
+    pub reason: Option<UserReason>,
     pub profile: Option<GrantReport>,
     pub addons: Vec<GrantReport>,
     /// Every code the user lacks, each once.
@@ -146,7 +195,9 @@ pub struct GrantReport {
     pub name: String,
     pub licensed: bool,
     pub reason: Option<Reason>,
-    pub missing: Option<String>,
+    /// The codes this holding lacks (its own, the profile it needs, or a
+    /// prerequisite); a list like the user's own `missing`.
+    pub missing: Vec<String>,
     /// One sentence for people, when not licensed.
     pub note: Option<String>,
 }
@@ -270,6 +321,11 @@ impl Ledger {
         self.by_id
             .get(user_id)
             .map(|&i| &self.slots[i as usize].user)
+    }
+
+    /// Every user's entitlements, in no particular order.
+    pub fn all(&self) -> impl Iterator<Item = Entitlement<'_>> + '_ {
+        (0..self.slots.len()).map(|i| self.view(i as _))
     }
 
     /// Every user, in no particular order.
@@ -604,6 +660,21 @@ impl<'a> Entitlement<'a> {
         self.slot.base == St::Licensed
     }
 
+    /// The top-level reason code of the check ([`UserReason`]).
+    pub fn reason(&self) -> Option<UserReason> {
+        let has_profile = self.slot.user.profile.is_some();
+        let base = match self.slot.base {
+            St::Licensed => None,
+            St::Missing(r, _) => Some(r),
+        };
+        let addon_missing = self.slot.addons.iter().any(|st| *st != St::Licensed);
+        if !has_profile && self.slot.base == St::Licensed {
+            // Admins and free kinds are licensed without a profile.
+            return addon_missing.then_some(UserReason::MissingAddon);
+        }
+        UserReason::of(base, has_profile, addon_missing)
+    }
+
     pub fn profile(&self) -> Option<Grant<'a>> {
         let h = self.slot.user.profile.as_ref()?;
         Some(self.grant(&h.code, self.slot.base))
@@ -679,6 +750,7 @@ impl<'a> Entitlement<'a> {
             number: u.number.clone(),
             kind: u.kind,
             licensed: self.licensed(),
+            reason: self.reason(),
             profile: self.profile().map(|g| self.grant_report(g)),
             addons: self.addons().map(|g| self.grant_report(g)).collect(),
             missing,
@@ -711,7 +783,7 @@ impl<'a> Entitlement<'a> {
             name: name.to_string(),
             licensed: g.licensed,
             reason: g.reason,
-            missing: g.missing.map(str::to_string),
+            missing: g.missing.map(str::to_string).into_iter().collect(),
             note,
         }
     }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ledger::{
     Entitlement, Grant, GrantReport, Ledger, LedgerSettings, OverUse, Reason, SeatSummary,
-    UserQuery, UserReport, DEFAULT_PROFILE,
+    UserQuery, UserReason, UserReport, DEFAULT_PROFILE,
 };
 pub use limits::Limits;
 pub use plan::{ImportError, ImportPlan, ImportPreview, Outcome, Plan, RowError};
@@ -235,7 +235,9 @@ pub struct SeatTotal {
 /// One change to one user, for the audit table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
-    /// Unix seconds.
+    /// Unix seconds in memory and in the store; RFC 3339 on the API (like
+    /// every other time there; Unix seconds before 0.2, still read).
+    #[serde(with = "crate::time::rfc3339_serde")]
     pub at: i64,
     /// The local caller, from the socket's peer credentials.
     pub caller_uid: u32,

@@ -12,6 +12,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod http;
 pub mod portal;
 
 use licagent::hwid::{self, Component};
@@ -196,12 +197,29 @@ pub fn payload_for(components: &[Component]) -> LicensePayload {
     }
 }
 
+/// Spawns `cmd`, retrying while the kernel says "text file busy": a binary
+/// copied for another uid (`bin_copy`) can still be open for writing in a
+/// child that another test thread forked in the meantime, until that child
+/// execs.
+pub fn spawn_retrying(cmd: &mut Command) -> Child {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.expect("spawn"),
+        }
+    }
+}
+
 /// Runs a command to completion, killing it after [`WAIT`].
 pub fn run_with_timeout(mut cmd: Command) -> Output {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
+    let mut child = spawn_retrying(&mut cmd);
     let start = Instant::now();
     loop {
         if child.try_wait().expect("wait").is_some() {

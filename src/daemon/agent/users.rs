@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::Agent;
-use crate::seats::Limits;
+use crate::license::LicenseState;
 use crate::seats::{
     self, ImportPreview, Op, OverUse, SeatError, SeatSummary, UserQuery, UserReport,
 };
+use crate::seats::{Limits, UserReason};
 use crate::store::{AuditQuery, StoreError};
 
 /// How long a notice hook may run before it is killed.
@@ -36,11 +37,41 @@ impl Agent {
             (None, Some(ext)) => inner.ledger.entitlement_by_extension(ext),
             (None, None) => None,
         }?;
-        Some(e.report())
+        let mut report = e.report();
+        report.reason = box_reason(inner.state).or(report.reason);
+        Some(report)
+    }
+
+    /// Many checks under one lock: a PBX that starts registers thousands
+    /// of users at once. `None` where a user is unknown.
+    pub fn entitlements(&self, ids: &[String], extensions: &[String]) -> Vec<Option<UserReport>> {
+        let inner = self.lock();
+        let over = box_reason(inner.state);
+        let by_id = ids.iter().map(|id| inner.ledger.entitlement(id));
+        let by_ext = extensions
+            .iter()
+            .map(|ext| inner.ledger.entitlement_by_extension(ext));
+        by_id
+            .chain(by_ext)
+            .map(|e| {
+                e.map(|e| {
+                    let mut r = e.report();
+                    r.reason = over.or(r.reason);
+                    r
+                })
+            })
+            .collect()
     }
 
     pub fn search_users(&self, q: &UserQuery) -> Vec<UserReport> {
-        self.lock().ledger.search(q)
+        let inner = self.lock();
+        let mut found = inner.ledger.search(q);
+        if let Some(reason) = box_reason(inner.state) {
+            for r in &mut found {
+                r.reason = Some(reason);
+            }
+        }
+        found
     }
 
     pub fn seat_summary(&self) -> Vec<SeatSummary> {
@@ -262,5 +293,17 @@ impl Agent {
         inner.sync_limits(now);
         info!(uid, users = export.users.len(), system_id = %export.system_id, "users restored");
         Ok(export.users.len())
+    }
+}
+
+/// The reason every user shares when the box itself is not licensed.
+pub fn box_reason(state: LicenseState) -> Option<UserReason> {
+    match state {
+        LicenseState::Unlicensed => Some(UserReason::BoxUnlicensed),
+        LicenseState::Expired => Some(UserReason::Expired),
+        LicenseState::Revoked => Some(UserReason::Revoked),
+        LicenseState::Active | LicenseState::Grace | LicenseState::Trial | LicenseState::Test => {
+            None
+        }
     }
 }
