@@ -32,7 +32,7 @@ pub struct PortalKey(String);
 pub enum KeyError {
     #[error("the PBX key is empty")]
     Empty,
-    #[error("the PBX key contains '{ch}' at position {position}, which no PBX key has (keys use digits and letters only); copy it again from the portal")]
+    #[error("the PBX key contains {} at position {position}, which no PBX key has (keys use digits and letters, and one of * ~ $ = only as the last character); copy it again from the portal", shown(*.ch))]
     BadCharacter {
         ch: char,
         /// 1-based, counted in the text as pasted (separators included).
@@ -44,6 +44,34 @@ pub enum KeyError {
     CheckFailed,
     #[error("the system random generator failed, so no key can be issued")]
     RandomUnavailable,
+}
+
+/// How a refused character is named: visible ones quoted, invisible or
+/// look-alike ones (a non-breaking space from a PDF) by their code point, so
+/// that the message never shows what looks like an ordinary space.
+fn shown(ch: char) -> String {
+    if ch.is_ascii_graphic() {
+        format!("'{ch}'")
+    } else if ch.is_alphanumeric() {
+        format!("'{ch}' (U+{:04X})", ch as u32)
+    } else {
+        format!("the invisible or look-alike character U+{:04X}", ch as u32)
+    }
+}
+
+/// Separators between the symbols of a pasted key: white space of any kind
+/// (PDFs and mail turn spaces into non-breaking ones, add zero-width ones)
+/// and dashes of any kind (word processors turn `-` into an en dash).
+fn is_separator(ch: char) -> bool {
+    ch.is_whitespace()
+        || matches!(
+            ch,
+            '-' | '\u{2010}'..='\u{2015}' // hyphen, non-breaking hyphen, figure dash, en, em, bar
+                | '\u{2212}' // minus sign
+                | '\u{FE58}' | '\u{FE63}' | '\u{FF0D}' // small and full-width dashes
+                | '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' // zero-width characters
+                | '\u{00AD}' // soft hyphen
+        )
 }
 
 /// Value of a symbol in the extended (37-symbol) set, after Crockford's
@@ -129,7 +157,7 @@ impl PortalKey {
         // (value, 1-based position in the input) of every non-separator char.
         let mut symbols: Vec<(u8, usize)> = Vec::with_capacity(KEY_LEN);
         for (i, ch) in input.chars().enumerate() {
-            if matches!(ch, ' ' | '\t' | '\r' | '\n' | '-') {
+            if is_separator(ch) {
                 continue;
             }
             match symbol_value(ch) {
@@ -168,9 +196,11 @@ impl PortalKey {
         &self.0
     }
 
-    /// Only the last group, for logs and output.
+    /// Only the last group, for logs and output. The hidden groups are
+    /// `#`, which no key has: a key may end in `*`, so `*` would blur where
+    /// the hiding ends.
     pub fn redacted(&self) -> String {
-        let hidden = "*".repeat(GROUP);
+        let hidden = "#".repeat(GROUP);
         let last = &self.0[self.0.len() - GROUP..];
         format!("{hidden}-{hidden}-{hidden}-{hidden}-{last}")
     }
@@ -222,11 +252,48 @@ mod tests {
     }
 
     #[test]
+    fn keys_pasted_from_pdfs_and_mail_parse() {
+        let k = PortalKey::parse("7A3KD-0QPX4-M9VRT-2HBNE-C6WZA").unwrap();
+        for pasted in [
+            "7A3KD\u{00A0}0QPX4\u{00A0}M9VRT\u{00A0}2HBNE\u{00A0}C6WZA",
+            "7A3KD\u{2013}0QPX4\u{2013}M9VRT\u{2014}2HBNE\u{2212}C6WZA",
+            "\u{FEFF}7a3kd-0qpx4-\u{200B}m9vrt-2hbne-c6wza\u{202F}",
+            "7A3KD\u{2011}0QPX4\u{00AD}M9VRT 2HBNE\tC6WZA\r\n",
+        ] {
+            assert_eq!(PortalKey::parse(pasted), Ok(k.clone()), "{pasted:?}");
+        }
+    }
+
+    #[test]
+    fn refused_characters_are_named_so_people_can_see_them() {
+        let e = PortalKey::parse("7A3KD-0QPX4-M9VRT-2HBNE-C6W\u{00B7}A").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("U+00B7"), "{msg}");
+        assert!(msg.contains("* ~ $ ="), "{msg}");
+        let e = PortalKey::parse("7A3KD-0QPX4-M9VRT-2HBNE-C6W#A").unwrap_err();
+        assert!(e.to_string().contains("'#' at position 28"), "{e}");
+    }
+
+    #[test]
+    fn a_key_ending_in_a_check_extra_is_redacted_without_ambiguity() {
+        // Find a key whose check symbol is '*' (value 32).
+        let mut data: Vec<u8> = vec![0; DATA_LEN];
+        while check_value(&data) != 32 {
+            data[0] += 1;
+        }
+        let k = from_values(&data);
+        assert!(k.as_str().ends_with('*'));
+        let r = k.redacted();
+        assert!(r.starts_with("#####-"), "{r}");
+        assert_eq!(r.matches('*').count(), 1, "{r}");
+    }
+
+    #[test]
     fn known_answer_from_the_docs() {
         // Pins the check rule: docs/license-format.md shows this key.
         let k = PortalKey::parse("7A3KD-0QPX4-M9VRT-2HBNE-C6WZA").unwrap();
         assert_eq!(k.as_str(), "7A3KD0QPX4M9VRT2HBNEC6WZA");
-        assert_eq!(k.redacted(), "*****-*****-*****-*****-C6WZA");
+        assert_eq!(k.redacted(), "#####-#####-#####-#####-C6WZA");
         assert_eq!(
             PortalKey::parse("7A3KD-0QPX4-M9VRT-2HBNE-C6WZB"),
             Err(KeyError::CheckFailed)
@@ -254,9 +321,9 @@ mod tests {
         assert_eq!(groups.concat(), k.as_str());
         assert_eq!(
             k.redacted(),
-            format!("*****-*****-*****-*****-{}", groups[4])
+            format!("#####-#####-#####-#####-{}", groups[4])
         );
-        assert!(format!("{k:?}").contains("*****-*****"));
+        assert!(format!("{k:?}").contains("#####-#####"));
         assert!(!format!("{k:?}").contains(groups[0]));
     }
 
