@@ -143,7 +143,10 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let query = super::users::Query::parse(req.uri().query().unwrap_or(""));
+    let query = match super::users::Query::parse(req.uri().query().unwrap_or("")) {
+        Ok(q) => q,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, Code::BadRequest, &msg),
+    };
     let route = match Route::of(&method, &path) {
         Ok(r) => r,
         Err(status) if status == StatusCode::METHOD_NOT_ALLOWED => {
@@ -152,6 +155,13 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
                 Code::MethodNotAllowed,
                 &format!("{method} is not allowed on {path}"),
             );
+        }
+        Err(status) if status == StatusCode::BAD_REQUEST => {
+            return error(
+                status,
+                Code::BadRequest,
+                &format!("the path {path} is not UTF-8 once decoded"),
+            )
         }
         Err(status) => {
             return error(
@@ -372,14 +382,16 @@ pub(super) enum Route {
 
 impl Route {
     /// The handler table: which methods each path takes. `Err` is 404 for
-    /// an unknown path, 405 for a known path with another method.
+    /// an unknown path, 405 for a known path with another method, 400 for
+    /// a path that is not UTF-8 once decoded.
     fn of(method: &Method, path: &str) -> Result<Route, StatusCode> {
         use Method as M;
         let segs: Vec<String> = path
             .trim_start_matches('/')
             .split('/')
             .map(super::users::percent_decode)
-            .collect();
+            .collect::<Result<_, _>>()
+            .map_err(|_| StatusCode::BAD_REQUEST)?;
         let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
         let (route, allowed): (Route, &[Method]) = match segs.as_slice() {
             ["v1", "status"] => (Route::Status, &[M::GET]),
@@ -533,6 +545,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn path_segments_are_decoded_strictly() {
+        assert_eq!(
+            Route::of(&Method::GET, "/v1/users/a+b%2Fc"),
+            Ok(Route::User("a+b/c".into()))
+        );
+        assert_eq!(
+            Route::of(&Method::GET, "/v1/users/%FF"),
+            Err(StatusCode::BAD_REQUEST)
+        );
     }
 
     #[test]

@@ -34,16 +34,21 @@ pub struct Deleted {
 pub struct Query(Vec<(String, String)>);
 
 impl Query {
-    pub fn parse(q: &str) -> Query {
-        Query(
-            q.split('&')
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    (percent_decode(k), percent_decode(v))
-                })
-                .collect(),
-        )
+    /// Form-style: `+` is a space, `%XX` a byte; the result must be UTF-8.
+    pub fn parse(q: &str) -> Result<Query, String> {
+        let decode = |s: &str| {
+            let plus = s.replace('+', " ");
+            percent_decode(&plus)
+                .map_err(|_| format!("the query string {q:?} is not UTF-8 once decoded"))
+        };
+        q.split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                Ok((decode(k)?, decode(v)?))
+            })
+            .collect::<Result<_, _>>()
+            .map(Query)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -75,37 +80,12 @@ impl Query {
     }
 }
 
-/// `%XX` and `+` decoding; malformed escapes stay as they are.
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// `%XX` decoding of a path segment (`+` is a plus there); `Err` when the
+/// bytes are not UTF-8. Malformed escapes stay as they are.
+pub fn percent_decode(s: &str) -> Result<String, std::str::Utf8Error> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
 }
 
 /// `POST /v1/entitlements`: many checks in one request.
@@ -171,6 +151,19 @@ fn run(
     };
     Ok(match (route, method) {
         (Route::Users, &Method::GET) => {
+            for key in ["profile", "addon"] {
+                if let Some(code) = query.get(key) {
+                    if !agent.knows_code(code) {
+                        return Ok(error(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            Code::UnknownCode,
+                            &format!(
+                                "there is no {key} '{code}' in the license, and no user holds it"
+                            ),
+                        ));
+                    }
+                }
+            }
             let q = UserQuery {
                 profile: query.get("profile").map(str::to_string),
                 addon: query.get("addon").map(str::to_string),
@@ -321,20 +314,24 @@ mod tests {
 
     #[test]
     fn query_strings_are_decoded() {
-        let q = Query::parse("q=Ann%20Smith&profile=premium&x=a+b&bad=%zz&e=");
+        let q = Query::parse("q=Ann%20Smith&profile=premium&x=a+b&bad=%zz&e=").unwrap();
         assert_eq!(q.get("q"), Some("Ann Smith"));
         assert_eq!(q.get("profile"), Some("premium"));
         assert_eq!(q.get("x"), Some("a b"));
         assert_eq!(q.get("bad"), Some("%zz"));
         assert_eq!(q.get("e"), Some(""));
         assert_eq!(q.get("none"), None);
-        assert_eq!(percent_decode("%C3%A9"), "é");
-        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%C3%A9").unwrap(), "é");
+        assert_eq!(percent_decode("100%").unwrap(), "100%");
+        // In a path a plus is a plus; invalid UTF-8 is refused, not mangled.
+        assert_eq!(percent_decode("a+b").unwrap(), "a+b");
+        assert!(percent_decode("%FF%FE").is_err());
+        assert!(Query::parse("q=%FF").is_err());
     }
 
     #[test]
     fn bad_numbers_and_flags_are_named() {
-        let q = Query::parse("limit=ten&licensed=maybe");
+        let q = Query::parse("limit=ten&licensed=maybe").unwrap();
         assert!(q.number::<usize>("limit").unwrap_err().contains("limit"));
         assert!(q.flag("licensed").unwrap_err().contains("licensed"));
     }

@@ -50,7 +50,7 @@ pub enum UsersCmd {
         #[arg(long)]
         number: Option<String>,
         /// regular, admin or virtual
-        #[arg(long, default_value = "regular")]
+        #[arg(long, default_value = "regular", value_parser = ["regular", "admin", "virtual"])]
         kind: String,
         #[arg(long)]
         profile: Option<String>,
@@ -81,7 +81,7 @@ pub enum UsersCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Bulk import from CSV (extension,number,name,profile[,add-on...]); all rows or none
+    /// Bulk import from CSV (extension,number,name,profile[,add-on...]); all rows or none; FILE or - for stdin
     Import {
         file: PathBuf,
         /// Check and show the result without changing anything
@@ -122,16 +122,16 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, CliError> {
     serde_json::to_vec(v).map_err(|e| CliError::Failed(e.to_string()))
 }
 
+/// Everything but RFC 3986's unreserved characters is escaped.
+const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Percent-encodes a path segment or query value.
 fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, ESCAPED).to_string()
 }
 
 pub fn run(config: &Config, cmd: UsersCmd) -> Result<(), CliError> {
@@ -208,9 +208,8 @@ pub fn run(config: &Config, cmd: UsersCmd) -> Result<(), CliError> {
             profile,
             json,
         } => {
-            let kind = UserKind::parse(&kind).ok_or_else(|| {
-                CliError::Refused(format!("kind {kind:?} is not regular, admin or virtual"))
-            })?;
+            // clap allows only the three words.
+            let kind = UserKind::parse(&kind).unwrap_or(UserKind::Regular);
             let body = to_json(&NewUser {
                 id,
                 name,
@@ -343,16 +342,6 @@ pub fn run(config: &Config, cmd: UsersCmd) -> Result<(), CliError> {
             }
             for r in &rows {
                 let rec = &r.record;
-                let before = rec
-                    .before
-                    .as_ref()
-                    .and_then(|b| b.profile.clone())
-                    .unwrap_or_else(|| "-".into());
-                let after = rec
-                    .after
-                    .as_ref()
-                    .and_then(|a| a.profile.clone())
-                    .unwrap_or_else(|| "-".into());
                 let totals: Vec<String> = rec
                     .totals
                     .iter()
@@ -362,18 +351,83 @@ pub fn run(config: &Config, cmd: UsersCmd) -> Result<(), CliError> {
                     })
                     .collect();
                 println!(
-                    "{} uid {} {} {} profile {} -> {}; seats after: {}",
+                    "{} uid {} {} {}: {}; seats after: {}",
                     crate::time::rfc3339(rec.at),
                     rec.caller_uid,
                     rec.action.as_str(),
                     rec.user_id,
-                    before,
-                    after,
-                    totals.join(", ")
+                    audit_changes(rec.before.as_ref(), rec.after.as_ref()),
+                    list_or_none(&totals)
                 );
             }
             Ok(())
         }
+    }
+}
+
+/// What an audit row changed, in words: the profile, each add-on added or
+/// removed, and the other fields.
+fn audit_changes(
+    before: Option<&crate::seats::UserSnapshot>,
+    after: Option<&crate::seats::UserSnapshot>,
+) -> String {
+    let (b, a) = match (before, after) {
+        (None, Some(a)) => {
+            let mut s = format!(
+                "created with profile {}",
+                a.profile.as_deref().unwrap_or("none")
+            );
+            if !a.addons.is_empty() {
+                s.push_str(&format!(", add-ons {}", a.addons.join(", ")));
+            }
+            return s;
+        }
+        (Some(_), None) => return "deleted".to_string(),
+        (Some(b), Some(a)) => (b, a),
+        (None, None) => return "no change".to_string(),
+    };
+    let mut out = Vec::new();
+    if b.profile != a.profile {
+        out.push(format!(
+            "profile {} -> {}",
+            b.profile.as_deref().unwrap_or("none"),
+            a.profile.as_deref().unwrap_or("none")
+        ));
+    }
+    for code in a.addons.iter().filter(|c| !b.addons.contains(c)) {
+        out.push(format!("add-on {code} added"));
+    }
+    for code in b.addons.iter().filter(|c| !a.addons.contains(c)) {
+        out.push(format!("add-on {code} removed"));
+    }
+    if b.name != a.name {
+        out.push(format!("name {:?} -> {:?}", b.name, a.name));
+    }
+    if b.extension != a.extension {
+        out.push(format!("extension {} -> {}", b.extension, a.extension));
+    }
+    if b.number != a.number {
+        out.push(format!(
+            "number {} -> {}",
+            b.number.as_deref().unwrap_or("none"),
+            a.number.as_deref().unwrap_or("none")
+        ));
+    }
+    if b.kind != a.kind {
+        out.push(format!("kind {:?} -> {:?}", b.kind, a.kind).to_lowercase());
+    }
+    if out.is_empty() {
+        "no change".to_string()
+    } else {
+        out.join(", ")
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
     }
 }
 
@@ -510,4 +564,46 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seats::{UserKind, UserSnapshot};
+
+    fn snap(profile: Option<&str>, addons: &[&str]) -> UserSnapshot {
+        UserSnapshot {
+            name: "Ann".into(),
+            extension: "201".into(),
+            number: None,
+            kind: UserKind::Regular,
+            profile: profile.map(str::to_string),
+            addons: addons.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn audit_rows_name_the_add_on_that_changed() {
+        let b = snap(Some("essential"), &[]);
+        let a = snap(Some("essential"), &["mobile"]);
+        assert_eq!(audit_changes(Some(&b), Some(&a)), "add-on mobile added");
+        assert_eq!(audit_changes(Some(&a), Some(&b)), "add-on mobile removed");
+        let p = snap(Some("premium"), &["mobile"]);
+        assert_eq!(
+            audit_changes(Some(&a), Some(&p)),
+            "profile essential -> premium"
+        );
+        assert_eq!(
+            audit_changes(None, Some(&p)),
+            "created with profile premium, add-ons mobile"
+        );
+        assert_eq!(audit_changes(Some(&p), None), "deleted");
+        let mut r = p.clone();
+        r.extension = "202".into();
+        r.kind = UserKind::Virtual;
+        assert_eq!(
+            audit_changes(Some(&p), Some(&r)),
+            "extension 201 -> 202, kind regular -> virtual"
+        );
+    }
 }

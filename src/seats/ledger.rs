@@ -357,6 +357,73 @@ impl Ledger {
             .collect()
     }
 
+    /// Seats while no license is in force (none installed, expired,
+    /// revoked): who holds what still shows, and nothing is licensed. The
+    /// codes are those of `catalog` (the installed license's, when there is
+    /// one) and every code a user holds; `purchased` is what `catalog`
+    /// says was bought (0 for codes it lacks), `used` the holders that
+    /// would count, `licensed` and `available` 0.
+    pub fn held_summary(&self, catalog: &Limits) -> Vec<SeatSummary> {
+        let mut out: Vec<SeatSummary> = catalog
+            .entries
+            .iter()
+            .filter(|e| !e.phantom)
+            .map(|e| SeatSummary {
+                code: e.code.clone(),
+                name: e.name.clone(),
+                kind: e.kind,
+                tier: e.tier,
+                free: e.free,
+                purchased: e.units,
+                used: 0,
+                licensed: 0,
+                available: Some(0),
+                over: 0,
+                uncounted: 0,
+                usable: false,
+            })
+            .collect();
+        for slot in &self.slots {
+            let u = &slot.user;
+            let held = u
+                .profile
+                .iter()
+                .map(|h| (h, EntryKind::Base))
+                .chain(u.addons.iter().map(|h| (h, EntryKind::AddOn)));
+            for (h, kind) in held {
+                let i = match out.iter().position(|s| s.code == h.code) {
+                    Some(i) => i,
+                    None => {
+                        out.push(SeatSummary {
+                            code: h.code.clone(),
+                            name: h.code.clone(),
+                            kind,
+                            tier: 0,
+                            free: false,
+                            purchased: Some(0),
+                            used: 0,
+                            licensed: 0,
+                            available: Some(0),
+                            over: 0,
+                            uncounted: 0,
+                            usable: false,
+                        });
+                        out.len() - 1
+                    }
+                };
+                if u.kind == UserKind::Admin {
+                    out[i].uncounted += 1;
+                } else {
+                    out[i].used += 1;
+                }
+            }
+        }
+        for s in &mut out {
+            s.over = s.purchased.map_or(0, |p| s.used.saturating_sub(p));
+        }
+        out
+    }
+
     /// Codes with more holders than units (soft enforcement, or seats
     /// reduced by a new license).
     pub fn over_use(&self) -> Vec<OverUse> {
@@ -770,7 +837,13 @@ impl<'a> Entitlement<'a> {
             Reason::NoSeat => {
                 let bought = entry.and_then(|(_, e)| e.units).unwrap_or(0);
                 let used = entry.map_or(0, |(i, _)| self.counts[i].used);
-                format!("all {bought} {name} seats went to earlier assignments ({used} assigned)")
+                if bought == 0 {
+                    format!("no {name} seats were bought ({used} assigned)")
+                } else {
+                    format!(
+                        "all {bought} {name} seats went to earlier assignments ({used} assigned)"
+                    )
+                }
             }
             Reason::NeedsProfile => match g.missing {
                 Some(p) => format!("needs a licensed profile; {p} has no seat for this user"),

@@ -74,8 +74,34 @@ impl Agent {
         found
     }
 
+    /// Seats per code. While no license is in force the holdings still
+    /// show (against the installed license's catalog, if any): that is
+    /// when an admin most needs to see who holds what.
     pub fn seat_summary(&self) -> Vec<SeatSummary> {
-        self.lock().ledger.summary()
+        let inner = self.lock();
+        if inner.ledger.limits().is_licensed() {
+            return inner.ledger.summary();
+        }
+        let catalog = match &inner.license {
+            Some(l) => Limits::from_payload(&l.payload),
+            None => Limits::none(),
+        };
+        inner.ledger.held_summary(&catalog)
+    }
+
+    /// Whether `code` means anything here: in the installed license's
+    /// catalog, or held by a user.
+    pub fn knows_code(&self, code: &str) -> bool {
+        let inner = self.lock();
+        let in_catalog = inner
+            .license
+            .as_ref()
+            .is_some_and(|l| l.payload.catalog.iter().any(|e| e.code == code));
+        in_catalog
+            || inner
+                .ledger
+                .users()
+                .any(|u| u.profile_code() == Some(code) || u.addons.iter().any(|h| h.code == code))
     }
 
     /// Applies one change for the caller `uid`; returns the user after it
