@@ -378,6 +378,20 @@ lost=$(comm -13 <(grep -o '^[0-9]* 403' "$work/reg1.out" | sort) <(grep -o '^[0-
 check "5 users went from 403 to 200 (premium seats added)" test "$gained" -eq 5
 check "5 users went from 200 to 403 (business seats taken away)" test "$lost" -eq 5
 
+step "agent frozen (SIGSTOP: it accepts but never answers): 503 after a short timeout"
+# Each worker waits 0.5 s once, then answers 503 at once for a pause that
+# grows while the agent stays silent: without that pause, 210 REGISTERs
+# and their retransmissions would hold every worker for minutes and SIPp
+# would see no answer.
+kill -STOP "$agent_pid"
+sipp_run frozen register.xml "$work/register.csv" 210
+kill -CONT "$agent_pid"
+if summary=$(verify_register frozen outage-cached); then
+    ok "agent frozen: 503 + Retry-After for users without a fresh verdict, 200 for the others ($summary)"
+else
+    fail "agent frozen: REGISTERs did not get 503 (or 200 from the last verdict) in time"
+fi
+
 step "agent stopped: 503 with Retry-After (users licensed at their last check go on)"
 stop_agent
 check "client: agent stopped exits 3" client_exit 3 entitlement "$lic_ext"

@@ -40,6 +40,7 @@
 --     fixed here, so a 404 there can only mean the user). Any other code
 --     (`not_found`: the path is wrong) is an integration error.
 
+local ok_socket, socket = pcall(require, "socket")
 local ok_unix, unix = pcall(require, "socket.unix")
 local cjson = require("cjson.safe")
 
@@ -49,6 +50,15 @@ local cjson = require("cjson.safe")
 local TIMEOUT = 0.5
 -- Largest answer read (a user report is a few hundred bytes).
 local MAX_BODY = 65536
+
+-- After a timeout (an agent that accepts but does not answer), this worker
+-- stops asking for a while and answers "unreachable" at once, so that a
+-- stuck agent cannot hold every SIP worker for TIMEOUT per request. The
+-- pause doubles from BACKOFF_MIN up to BACKOFF_MAX while timeouts go on;
+-- an answer resets it. Refused or missing sockets fail in microseconds and
+-- need no pause: the next request simply tries again.
+local BACKOFF_MIN, BACKOFF_MAX = 1, 16
+local backoff, quiet_until = 0, 0
 
 -- This worker's connection and the socket path it was opened for.
 local conn, conn_path = nil, nil
@@ -252,10 +262,20 @@ function licagent_check(socket_path)
     if type(ext) ~= "string" or ext == "" then
         return verdict("error", "no extension to check")
     end
+    local now = ok_socket and socket.gettime() or os.time()
+    if now < quiet_until then
+        return verdict("unreachable", "licagent timed out recently; asking again in "
+            .. string.format("%.1f", quiet_until - now) .. " s")
+    end
     local status, body = get(socket_path, "/v1/entitlement?extension=" .. enc(ext))
     if not status then
+        if body == "timeout" then
+            backoff = math.min(math.max(backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
+            quiet_until = now + backoff
+        end
         return verdict("unreachable", "licagent unreachable: " .. tostring(body))
     end
+    backoff, quiet_until = 0, 0
     if status == 200 then
         local report = cjson.decode(body)
         if type(report) ~= "table" or type(report.licensed) ~= "boolean" then
