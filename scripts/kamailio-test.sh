@@ -28,7 +28,13 @@
 #   - REGISTER/s with and without the check (printed, not asserted).
 #
 # Uses the debug binaries that `cargo test` builds (scripts/test.sh runs it
-# first, so nothing builds twice); LICAGENT_BIN_DIR=dir picks other ones.
+# first, so nothing builds twice). Settings from the environment:
+#   LICAGENT_BIN_DIR=dir       licagent and licportal from there, no build
+#   KAMAILIO_TEST_AGENT=file   the daemon from this binary (e.g. a release or
+#                              appliance build, for the figures)
+#   KAMAILIO_BENCH_REGISTERS=n REGISTERs per timed run (20000)
+#   KAMAILIO_BENCH_ROUNDS=n    timed runs of each kind, alternating (3)
+#   KAMAILIO_TEST_KEEP=1       keep the temporary folder (logs) at the end
 # Ends with "kamailio: N passed, M failed" and exits non-zero on a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +60,11 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     restore_policy_rc
-    rm -rf "$work"
+    if [ "${KAMAILIO_TEST_KEEP:-0}" = 1 ]; then
+        echo "kamailio-test: kept $work (KAMAILIO_TEST_KEEP=1)"
+    else
+        rm -rf "$work"
+    fi
 }
 trap cleanup EXIT
 
@@ -74,7 +84,7 @@ restore_policy_rc() {
 }
 install_debs() {
     local missing=()
-    for p in kamailio kamailio-lua-modules lua-socket lua-cjson sip-tester python3; do
+    for p in kamailio kamailio-lua-modules lua-socket lua-cjson sip-tester python3 iproute2 procps; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     [ "${#missing[@]}" -gt 0 ] || return 0
@@ -102,6 +112,9 @@ else
     cargo build --workspace --locked --quiet
     bin="$CARGO_TARGET_DIR/debug"
 fi
+# The daemon's binary; KAMAILIO_TEST_AGENT=path runs another build of it
+# (e.g. the appliance one) for the figures.
+agent_bin=${KAMAILIO_TEST_AGENT:-$bin/licagent}
 
 passed=0
 failed=0
@@ -175,7 +188,7 @@ CONF
 
 start_agent() {
     rm -f "$work/run/api.sock"
-    "$bin/licagent" --config "$work/licagent.toml" run >/dev/null 2>>"$work/agent.log" &
+    "$agent_bin" --config "$work/licagent.toml" run >/dev/null 2>>"$work/agent.log" &
     agent_pid=$!
     for _ in $(seq 100); do agent status >/dev/null 2>&1 && return 0; sleep 0.1; done
     die "the agent did not start"
@@ -314,6 +327,16 @@ unlicensed_n=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]
 echo "agent: $licensed_n licensed, $unlicensed_n unlicensed (users list --unlicensed --json)"
 [ "$licensed_n" -gt 0 ] && [ "$unlicensed_n" -gt 0 ] || fail "the user mix has both licensed and unlicensed users"
 
+kam_user() { [ "$(ps -o user= -p "$kam_pid")" = kamailio ]; }
+check "Kamailio runs as user kamailio" kam_user
+# Every UDP socket of a kamailio process is on 127.0.0.1 (and one exists).
+kam_loopback_only() {
+    local socks
+    socks=$(ss -Hulnp | grep '"kamailio"' | awk '{ print $4 }')
+    [ -n "$socks" ] && ! grep -qv '^127\.0\.0\.1:' <<<"$socks"
+}
+check "Kamailio listens on 127.0.0.1 only" kam_loopback_only
+
 step "SIPp: REGISTER the 200 users and 10 unknown extensions"
 sipp_run reg1 register.xml "$work/register.csv" 210
 if summary=$(verify_register reg1 live); then
@@ -442,12 +465,18 @@ else
     fail "agent back: REGISTER replies do not match users list"
 fi
 
-step "REGISTER/s with and without the license check"
+step "Kamailio's log: no Lua errors"
+check "no error from app_lua or the helper in Kamailio's log" \
+    sh -c '! grep -E "app_lua|licagent.lua|lua_run" "$1" | grep -qE "ERROR|CRITICAL"' sh "$work/kamailio.log"
+
+step "REGISTER/s with and without the license check (SIPp, same machine, alternating)"
 {
     echo SEQUENTIAL
     for ext in $(seq 2000 2199); do echo "$ext;"; done
 } >"$work/bench.csv"
 bench_calls=${KAMAILIO_BENCH_REGISTERS:-20000}
+bench_rounds=${KAMAILIO_BENCH_ROUNDS:-3}
+# Prints the REGISTER/s of one SIPp run as fast as Kamailio answers.
 rate() { # label
     local t0 t1 rc=0
     t0=$(date +%s.%N)
@@ -461,17 +490,24 @@ rate() { # label
         return 0
     fi
     awk -v n="$bench_calls" -v a="$t0" -v b="$t1" -v l="$1" \
-        'BEGIN { printf "bench: %-36s %d REGISTERs in %.2f s: %.0f REGISTER/s\n", l, n, b - a, n / (b - a) }'
+        'BEGIN { printf "bench: %-8s %d REGISTERs in %.2f s: %.0f REGISTER/s\n", l, n, b - a, n / (b - a) }' |
+        tee -a "$work/bench.out"
 }
-rate "with the licagent check"
 stop_kamailio
-start_kamailio -A LICAGENT_SKIP
-rate "without the check (LICAGENT_SKIP)"
-stop_kamailio
-
-grep -q "CRITICAL\|ERROR: app_lua\|lua_run" "$work/kamailio.log" &&
-    echo "kamailio-test: note: Kamailio logged errors (see its log)" >&2 &&
-    grep "CRITICAL\|ERROR" "$work/kamailio.log" | head -5 >&2 || true
+for round in $(seq "$bench_rounds"); do
+    start_kamailio
+    rate "check"
+    stop_kamailio
+    start_kamailio -A LICAGENT_SKIP
+    rate "no-check"
+    stop_kamailio
+done
+# The median of each, over the rounds.
+for mode in check no-check; do
+    awk -v m="$mode" '$2 == m { print $(NF - 1) }' "$work/bench.out" 2>/dev/null | sort -n |
+        awk -v m="$mode" -v agent="$agent_bin" \
+            '{ v[NR] = $1 } END { if (NR) printf "bench: median %-8s %.0f REGISTER/s over %d runs (agent %s)\n", m, v[int((NR + 1) / 2)], NR, agent }'
+done
 
 echo "kamailio: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
