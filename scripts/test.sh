@@ -24,7 +24,7 @@ cargo test --workspace --locked
 # The reference SIP integration (examples/kamailio/): Debian's Kamailio asks
 # the agent on every REGISTER and INVITE that SIPp sends. Root only, like the
 # package test (it installs Kamailio and SIPp with apt-get); it uses the
-# debug binaries cargo test just built, so nothing builds again (~20 s).
+# debug binaries cargo test just built, so nothing builds again (~30 s).
 # LICAGENT_SKIP_KAMAILIO=1 leaves it out.
 if [ "${LICAGENT_SKIP_KAMAILIO:-0}" = 1 ]; then
     step "Kamailio integration test: skipped (LICAGENT_SKIP_KAMAILIO=1)"
