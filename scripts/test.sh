@@ -21,6 +21,18 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+# The reference SIP integration (examples/kamailio/): Debian's Kamailio asks
+# the agent on every REGISTER and INVITE that SIPp sends. Root only, like the
+# package test (it installs Kamailio and SIPp with apt-get); it uses the
+# debug binaries cargo test just built, so nothing builds again (~30 s).
+# LICAGENT_SKIP_KAMAILIO=1 leaves it out.
+if [ "${LICAGENT_SKIP_KAMAILIO:-0}" = 1 ]; then
+    step "Kamailio integration test: skipped (LICAGENT_SKIP_KAMAILIO=1)"
+else
+    step "Kamailio integration test (scripts/kamailio-test.sh)"
+    bash scripts/kamailio-test.sh
+fi
+
 # ARM boards and packages (README): the aarch64 suite under qemu, a smoke
 # test of the armv7 binary (its full suite does not fit CI's time), the
 # three .deb packages, and a real dpkg install of the amd64 one.
