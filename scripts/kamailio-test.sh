@@ -190,7 +190,14 @@ start_agent() {
     rm -f "$work/run/api.sock"
     "$agent_bin" --config "$work/licagent.toml" run >/dev/null 2>>"$work/agent.log" &
     agent_pid=$!
-    for _ in $(seq 100); do agent status >/dev/null 2>&1 && return 0; sleep 0.1; done
+    # `status` exits by state (11: unlicensed); 3 is "not running".
+    local rc
+    for _ in $(seq 100); do
+        rc=0
+        agent status --check >/dev/null 2>&1 || rc=$?
+        case $rc in 0 | 1[0-3]) return 0 ;; esac
+        sleep 0.1
+    done
     die "the agent did not start"
 }
 stop_agent() {
