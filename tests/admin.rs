@@ -91,6 +91,10 @@ fn an_admin_sees_who_holds_what_when_the_box_is_not_licensed() {
         .unwrap();
     assert_eq!(mobile["used"], 1);
     d.stop();
+    // The portal's log went to a file: plain text, no colour codes.
+    let log = portal.log();
+    assert!(log.contains("listening"), "{log}");
+    assert!(!log.contains('\u{1b}'), "escape codes in a redirected log: {log:?}");
 }
 
 #[test]

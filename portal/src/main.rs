@@ -8,12 +8,17 @@ mod server;
 mod service;
 mod tls;
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colours for a person at a terminal; plain text into a file or a
+        // pipe (a log must not carry escape codes). NO_COLOR turns them off.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LICPORTAL_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
