@@ -72,6 +72,21 @@ system_user() {
     uid=$(id -u licagent) && [ "$uid" -lt 1000 ] && [ "$(id -gn licagent)" = licagent ]
 }
 same_file() { cmp -s "$1" "$2"; }
+# A gzipped man page with a title line and the text $2 in it.
+man_page() { zcat "$1" | grep -q '^\.TH ' && zcat "$1" | grep -q "$2"; }
+# Runs the packaged bash completion for "licagent $1<TAB>" and looks for $2.
+bash_completes() {
+    # shellcheck disable=SC2016
+    bash -c '
+        source /usr/share/bash-completion/completions/licagent
+        read -r -a COMP_WORDS <<<"licagent $1"
+        COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+        COMP_LINE="licagent $1"
+        COMP_POINT=${#COMP_LINE}
+        _licagent licagent "${COMP_WORDS[$COMP_CWORD]}" "${COMP_WORDS[$COMP_CWORD - 1]}"
+        printf "%s\n" "${COMPREPLY[@]}"
+    ' sh "$1" | grep -qx "$2"
+}
 wanted_by() { [ "$(readlink -f "/etc/systemd/system/$1/$2")" = "/usr/lib/systemd/system/$2" ]; }
 status_is() { [ "$(dpkg-query -W -f='${Status}' licagent 2>/dev/null)" = "$1" ]; }
 
@@ -90,6 +105,14 @@ check_installed() {
         same_file /usr/lib/tmpfiles.d/licagent.conf systemd/licagent.tmpfiles
     check "operations.md where the unit's Documentation= points" \
         test -f /usr/share/doc/licagent/operations.md
+    check "licagent(8) in /usr/share/man/man8" man_page /usr/share/man/man8/licagent.8.gz "LICAGENT"
+    check "licagent-users(8) in /usr/share/man/man8" man_page /usr/share/man/man8/licagent-users.8.gz "users"
+    check "licagent.toml(5) in /usr/share/man/man5, with the config keys" \
+        man_page /usr/share/man/man5/licagent.toml.5.gz "paths.state_dir"
+    check "bash completion completes 'licagent sta' to status" bash_completes sta status
+    check "bash completion completes 'licagent users im' to import" bash_completes "users im" import
+    check "zsh completion in vendor-completions" grep -q "#compdef licagent" /usr/share/zsh/vendor-completions/_licagent
+    check "fish completion in vendor_completions.d" grep -q "complete -c licagent" /usr/share/fish/vendor_completions.d/licagent.fish
     check "$conf is a conffile" is_conffile
     check "$conf is root:licagent 0640" owner_mode "$conf" "root:licagent 640"
     check "system user licagent in group licagent" system_user

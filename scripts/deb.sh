@@ -37,6 +37,14 @@ fi
 # cargo-deb strips with the target's strip; dpkg-deb packs.
 ensure_debs dpkg-dev binutils
 
+# Man pages and shell completions, generated once (on the host) from the CLI
+# definition and docs/config.md by tools/gen; the same files go into every
+# architecture's package. packaging/generated is not tracked.
+step "man pages and completions (tools/gen)"
+rm -rf packaging/generated
+cargo run --locked --quiet -p licagent-gen -- packaging/generated
+gzip -9n packaging/generated/man/*
+
 for target in "${targets[@]}"; do
     case "$target" in
     aarch64-unknown-linux-gnu) arch=arm64 && ensure_debs binutils-aarch64-linux-gnu ;;

@@ -223,6 +223,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A check beyond parsing failed (`check-config`: the CA file).
+    #[error("{0}")]
+    Check(String),
     #[error("{path}, line {line}: {message}")]
     Syntax {
         path: PathBuf,
@@ -277,16 +280,24 @@ impl Config {
     }
 
     /// Parses and validates config text; `path` only names it in errors.
+    /// (The key of a bad value is named by [`key_at`].)
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
                 .unwrap_or(0);
+            let message = e.message().trim_end();
+            let message = match e.span().and_then(|s| key_at(text, s.start)) {
+                // "invalid type: string "15", expected u64" alone does not
+                // say which key; an unknown-field message does already.
+                Some(key) if !message.contains("unknown field") => format!("{key}: {message}"),
+                _ => message.to_string(),
+            };
             ConfigError::Syntax {
                 path: path.to_path_buf(),
                 line,
-                message: e.message().trim_end().to_string(),
+                message,
             }
         })?;
         config.validate(path)?;
@@ -414,6 +425,30 @@ impl Config {
     }
 }
 
+/// The dotted key (`portal.timeout_secs`) whose value starts at byte
+/// `offset` of `text`: the key before `=` on that line, under the nearest
+/// `[table]` header above it. `None` when the line is not `key = value`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +478,19 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("line 5"), "{msg}");
         assert!(msg.contains("sokcet"), "{msg}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key() {
+        let msg = parse("version = 1\n[portal]\nurl = \"\"\ntimeout_secs = \"15\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 4"), "{msg}");
+        assert!(msg.contains("portal.timeout_secs: invalid type"), "{msg}");
+        let msg = parse("version = \"one\"\n").unwrap_err().to_string();
+        assert!(msg.contains("version: invalid type"), "{msg}");
+        assert_eq!(key_at("a = 1\n[x]\n b = 2\n", 14), Some("x.b".into()));
+        assert_eq!(key_at("[x]\n", 1), None);
     }
 
     #[test]

@@ -94,7 +94,10 @@ fn an_admin_sees_who_holds_what_when_the_box_is_not_licensed() {
     // The portal's log went to a file: plain text, no colour codes.
     let log = portal.log();
     assert!(log.contains("listening"), "{log}");
-    assert!(!log.contains('\u{1b}'), "escape codes in a redirected log: {log:?}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in a redirected log: {log:?}"
+    );
 }
 
 #[test]
@@ -126,4 +129,57 @@ fn a_note_for_an_add_on_nobody_bought_says_so() {
     assert!(note.contains("no Desktop app seats were bought"), "{note}");
     assert!(!note.contains("went to earlier assignments"), "{note}");
     d.stop();
+}
+
+#[test]
+fn check_config_is_nginx_t_and_a_bad_config_exits_6() {
+    let env = Env::new();
+    let out = env.cli(&["check-config"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("the configuration is valid"),
+        "{}",
+        stdout(&out)
+    );
+    let bad = env.file(
+        "bad.toml",
+        "version = 1\n[refresh]\nretry_min_secs = \"60\"\n",
+    );
+    let out = env.cli(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("line 3: refresh.retry_min_secs: invalid type"),
+        "{}",
+        stderr(&out)
+    );
+    let missing_ca = env.file(
+        "ca.toml",
+        "version = 1\n[portal]\nurl = \"https://127.0.0.1:1\"\nca_file = \"/nonexistent/ca.pem\"\n",
+    );
+    let out = env.cli(&["check-config", missing_ca.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    // The daemon itself exits 6 on a bad config: the unit's
+    // RestartPreventExitStatus=6 then stops the restart loop.
+    let mut cmd = command(BIN);
+    cmd.args(["--config", bad.to_str().unwrap(), "run"]);
+    let out = run_with_timeout(cmd);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+}
+
+#[test]
+fn version_names_the_build() {
+    let out = Env::new().cli(&["--version"]);
+    let text = stdout(&out);
+    let first = text.lines().next().unwrap();
+    assert_eq!(first, format!("licagent {}", env!("CARGO_PKG_VERSION")));
+    for key in [
+        "commit: ",
+        "target: ",
+        "profile: ",
+        "schema: ",
+        "vendor keys: ",
+    ] {
+        assert!(text.contains(key), "{key} missing from {text}");
+    }
+    assert!(text.contains(&format!("schema: {}", licagent::store::SCHEMA_VERSION)));
 }

@@ -304,6 +304,20 @@ fn units_keep_what_the_daemon_and_its_clients_rely_on() {
     );
     assert_eq!(s("User"), Some("licagent"));
     assert_eq!(s("Group"), Some("licagent"));
+    // A reload checks the file first, so that `systemctl reload` fails for
+    // a bad config; the check is the same binary and config as ExecStart.
+    assert_eq!(
+        service["Service"]["ExecReload"],
+        [
+            "/usr/bin/licagent check-config /etc/licagent/licagent.toml",
+            "/bin/kill -HUP $MAINPID"
+        ]
+    );
+    // A config error (exit 6, docs/cli.md) is not restarted in a loop.
+    assert_eq!(
+        s("RestartPreventExitStatus"),
+        Some(licagent::cli::EXIT_CONFIG.to_string().as_str())
+    );
     // The hardware ID reads /proc/cpuinfo, /sys/class/net and /sys/class/dmi.
     assert_eq!(s("ProcSubset"), None, "ProcSubset=pid hides /proc/cpuinfo");
     for key in ["InaccessiblePaths", "TemporaryFileSystem"] {

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::api::{Client, ClientError};
-use crate::config::{Config, ConfigError};
+use crate::config::{self, Config, ConfigError};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
@@ -123,6 +123,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a config file (default: --config) and exit 6 if it is bad; `systemctl reload` runs this first
+    CheckConfig {
+        /// The file to check instead of --config
+        file: Option<PathBuf>,
+    },
     /// Show this machine's hardware ID
     Hwid {
         #[arg(long)]
@@ -134,6 +139,32 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
     },
+}
+
+/// The command-line definition, for the man pages and completions that
+/// `tools/gen` writes for the packages.
+pub fn command() -> clap::Command {
+    let long: &'static str = Box::leak(long_version().into_boxed_str());
+    <Cli as clap::CommandFactory>::command().long_version(long)
+}
+
+/// `licagent --version`: the version on the first line (what scripts and the
+/// package test read), then the build and what this build trusts.
+pub fn long_version() -> String {
+    let keys = crate::license::KeyRing::vendor().key_ids();
+    format!(
+        "{}\ncommit: {}\ntarget: {}\nprofile: {}\nschema: {}\nvendor keys: {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("LICAGENT_COMMIT"),
+        env!("LICAGENT_TARGET"),
+        env!("LICAGENT_PROFILE"),
+        crate::store::SCHEMA_VERSION,
+        if keys.is_empty() {
+            "none".to_string()
+        } else {
+            keys.join(", ")
+        }
+    )
 }
 
 /// A failure, with the exit code it maps to.
@@ -207,7 +238,10 @@ impl CliError {
 /// Runs the CLI with `args` (including the program name); returns the exit code.
 pub fn run(args: Vec<OsString>) -> i32 {
     let json = wants_json(&args);
-    let cli = match Cli::try_parse_from(args) {
+    let parsed = command()
+        .try_get_matches_from(args)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -236,6 +270,9 @@ fn wants_json(args: &[OsString]) -> bool {
 }
 
 fn dispatch(cli: Cli) -> Result<i32, CliError> {
+    if let Command::CheckConfig { file } = &cli.command {
+        return check_config(file.as_deref().or(cli.config.as_deref())).map(|()| EXIT_OK);
+    }
     let config = load_config(&cli)?;
     if let Command::Status { json, check } = cli.command {
         return status::run(&config, json, check);
@@ -246,7 +283,7 @@ fn dispatch(cli: Cli) -> Result<i32, CliError> {
 fn dispatch_other(cli: Cli, config: Config) -> Result<(), CliError> {
     match cli.command {
         Command::Run => run::run(config, cli.config),
-        Command::Status { .. } => Ok(()),
+        Command::Status { .. } | Command::CheckConfig { .. } => Ok(()),
         Command::Import { file, json } => import::run(&config, &file, json),
         Command::Activate { key, rehost, json } => activate::activate(&config, &key, rehost, json),
         Command::Refresh { json } => activate::refresh(&config, json),
@@ -264,6 +301,22 @@ fn dispatch_other(cli: Cli, config: Config) -> Result<(), CliError> {
             root,
         } => hwid::run(&config, json, explain.as_deref(), root),
     }
+}
+
+/// `licagent check-config [FILE]`, like `nginx -t`: everything the daemon
+/// checks when it loads or reloads a config, without touching the daemon.
+fn check_config(file: Option<&std::path::Path>) -> Result<(), CliError> {
+    let shown = file.map_or(config::DEFAULT_CONFIG_PATH.to_string(), |f| {
+        f.display().to_string()
+    });
+    let config = Config::load(Some(
+        file.unwrap_or(std::path::Path::new(config::DEFAULT_CONFIG_PATH)),
+    ))?;
+    // The portal client reads ca_file and checks the pins.
+    crate::portal::PortalClient::from_config(&config.portal)
+        .map_err(|e| CliError::Config(ConfigError::Check(format!("{shown}: {e}"))))?;
+    println!("{shown}: the configuration is valid");
+    Ok(())
 }
 
 /// The config file, then flags and environment on top.

@@ -149,6 +149,10 @@ impl KeyRing {
     pub fn empty() -> KeyRing {
         KeyRing::default()
     }
+    /// The key ids, in the order the keys were added.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.key_id()).collect()
+    }
     pub fn add(&mut self, key: PublicKey) {
         // A key listed twice (vendor file and config) is trusted once.
         if !self.keys.contains(&key) {

@@ -92,6 +92,9 @@ pub enum StoreError {
 /// Earlier licenses kept for inspection; older ones are dropped at install.
 pub const HISTORY_KEPT: i64 = 50;
 
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: usize = schema::MIGRATIONS.len();
+
 pub struct Store {
     conn: rusqlite::Connection,
     path: PathBuf,
