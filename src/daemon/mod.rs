@@ -64,6 +64,14 @@ async fn run_async(
     passed: Option<std::os::unix::net::UnixListener>,
     watchdog: Option<Duration>,
 ) -> Result<(), DaemonError> {
+    // Signals first: a SIGTERM that arrives once the socket answers (a
+    // client saw the daemon up) must stop it cleanly, not kill it.
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| DaemonError::Listen(e.to_string()))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| DaemonError::Listen(e.to_string()))?;
+    let mut sighup =
+        signal(SignalKind::hangup()).map_err(|e| DaemonError::Listen(e.to_string()))?;
     let agent = Arc::new(Agent::open(&config)?);
     let device = device::load_or_create(&config.paths.state_dir)?;
     let link = Arc::new(link::Link::new(&config, device));
@@ -84,12 +92,6 @@ async fn run_async(
     } = socket;
     let server = tokio::spawn(crate::api::serve(listener, shared.clone(), stop_rx));
 
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(|e| DaemonError::Listen(e.to_string()))?;
-    let mut sigint =
-        signal(SignalKind::interrupt()).map_err(|e| DaemonError::Listen(e.to_string()))?;
-    let mut sighup =
-        signal(SignalKind::hangup()).map_err(|e| DaemonError::Listen(e.to_string()))?;
 
     info!(socket = %socket.path.display(), "licagent ready");
     notify(&[
