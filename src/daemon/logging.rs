@@ -4,12 +4,27 @@
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
+use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, Layer, Registry};
 
 type Handle = reload::Handle<Targets, Registry>;
+
+/// journald `MESSAGE_ID`s, one per kind of event an operator filters on
+/// (`journalctl MESSAGE_ID=...`); docs/operations.md lists them. Log calls
+/// pass one as the field `message_id`.
+pub mod message_id {
+    /// The license state changed (active, grace, expired, revoked, ...).
+    pub const STATE_CHANGE: &str = "101dc5f790b94095ac7e7018b0f5d727";
+    /// Seats are used beyond what was bought, or no longer.
+    pub const OVER_USE: &str = "8cea2415255a4ff4b9e58391ba63722a";
+    /// The wall clock disagrees with trusted time beyond the threshold.
+    pub const CLOCK_WARNING: &str = "2afaafd58f184397ad79b744f4162d84";
+    /// A local caller was refused (access, limits).
+    pub const REFUSED_CALLER: &str = "8ec4bf2401474f15bb4b065df613b947";
+}
 
 static HANDLE: OnceLock<Handle> = OnceLock::new();
 
@@ -22,7 +37,18 @@ pub fn init(level: &str) {
     let journald = std::env::var_os("JOURNAL_STREAM")
         .is_some()
         .then(|| tracing_journald::layer().ok())
-        .flatten();
+        .flatten()
+        .map(|j| {
+            j.with_priority_mappings(PriorityMappings {
+                // journald's own meaning: info is 6, not "notice" (5).
+                info: Priority::Informational,
+                debug: Priority::Debug,
+                ..PriorityMappings::new()
+            })
+            // Fields under their own names (STATE=grace, MESSAGE_ID=...),
+            // not F_STATE: MESSAGE_ID only works unprefixed.
+            .with_field_prefix(None)
+        });
     let registry = tracing_subscriber::registry().with(filter);
     let result = match journald {
         Some(j) => registry.with(j.boxed()).try_init(),
