@@ -16,6 +16,13 @@ pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 pub const DEFAULT_ADMIN_GROUP: &str = "licadmin";
 pub const DEFAULT_HWID_ROOT: &str = "/";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// How long a socket caller may take to send its headers (and may sit idle
+/// between requests on a kept-alive connection).
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// How long a socket caller may take to send a request body.
+pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 30;
+/// The range both API timeouts accept.
+pub const API_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=300;
 pub const DEFAULT_PORTAL_TIMEOUT_SECS: u64 = 15;
 pub const DEFAULT_RETRY_MIN_SECS: u64 = 60;
 pub const DEFAULT_RETRY_MAX_SECS: u64 = 3600;
@@ -117,6 +124,11 @@ pub struct Api {
     /// Members may change things (import, activate, assign); empty = nobody
     /// beyond root and the daemon's own user.
     pub admin_group: String,
+    /// Seconds a caller may take to send its request headers, and may stay
+    /// idle between requests.
+    pub header_timeout_secs: u64,
+    /// Seconds a caller may take to send a request body.
+    pub body_timeout_secs: u64,
 }
 
 impl Default for Api {
@@ -125,6 +137,8 @@ impl Default for Api {
             socket_mode: format!("{DEFAULT_SOCKET_MODE:04o}"),
             socket_group: String::new(),
             admin_group: DEFAULT_ADMIN_GROUP.to_string(),
+            header_timeout_secs: DEFAULT_HEADER_TIMEOUT_SECS,
+            body_timeout_secs: DEFAULT_BODY_TIMEOUT_SECS,
         }
     }
 }
@@ -382,6 +396,14 @@ impl Config {
                 self.test_mode.duration_secs.to_string(),
                 "test mode lasts 8 hours (28800 s) at most; it may only be shortened",
             ));
+        }
+        for (key, value) in [
+            ("api.header_timeout_secs", self.api.header_timeout_secs),
+            ("api.body_timeout_secs", self.api.body_timeout_secs),
+        ] {
+            if !API_TIMEOUT_RANGE.contains(&value) {
+                return Err(invalid(key, value.to_string(), "use 1 to 300 seconds"));
+            }
         }
         if crate::daemon::logging::parse(&self.log.level).is_err() {
             return Err(invalid(

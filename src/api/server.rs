@@ -1,18 +1,13 @@
-//! The socket server: accepts connections, reads the peer's credentials,
-//! and routes each request through one handler table.
+//! The socket server's handler table: routes each request (accepted, with
+//! its caller's credentials and its body read, by `accept.rs`).
 
-use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixListener;
-use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::auth::{Peer, Policy};
 use super::types::ErrorBody;
@@ -23,15 +18,9 @@ use crate::daemon::link::{Link, LinkError};
 use crate::license::LicenseError;
 use crate::portal::PortalError;
 
-/// Largest request body accepted (a license file is a few KiB).
-const MAX_BODY: usize = 1024 * 1024;
-
-/// A bulk import may be as large as the CSV limit, plus slack so that the
-/// CSV parser (not the transport) says what is wrong with a file just over.
-const MAX_IMPORT_BODY: usize = crate::seats::csv::MAX_BYTES + 64 * 1024;
-
-/// How long a connection may take to send its request.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The body limits are applied by the connection layer (`accept.rs`)
+/// before a request gets here; kept in the handler as a second line.
+use super::limits::{MAX_BODY, MAX_BULK_BODY as MAX_IMPORT_BODY};
 
 /// What the handlers share.
 pub struct Shared {
@@ -45,57 +34,8 @@ pub struct Shared {
 
 pub(super) type Resp = Response<Full<Bytes>>;
 
-/// Serves until `shutdown` turns true. Connections in flight finish on
-/// their own; new ones are no longer accepted.
-pub async fn serve(
-    listener: UnixListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.changed() => return,
-        };
-        let stream = match accepted {
-            Ok((s, _)) => s,
-            Err(e) => {
-                // EMFILE and friends: back off a little instead of spinning.
-                warn!("accept on the API socket failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let peer = match stream.peer_cred() {
-            Ok(c) => Peer {
-                uid: c.uid(),
-                gid: c.gid(),
-                pid: c.pid(),
-            },
-            Err(e) => {
-                warn!("cannot read the caller's credentials, dropping the connection: {e}");
-                continue;
-            }
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(req, peer, &shared).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                debug!("API connection ended: {e}");
-            }
-        });
-    }
-}
-
 /// Routes one request: origin check, authorization, body, handler.
-async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
+pub(super) async fn handle(req: Request<Full<Bytes>>, peer: Peer, shared: &Shared) -> Resp {
     // A browser page must never drive the agent (the socket is local, but a
     // proxy in front of it could forward browser requests).
     if req.headers().contains_key("origin") || req.headers().contains_key("referer") {
@@ -120,10 +60,7 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
             .may_change(&peer);
         if let Err(why) = verdict {
             warn!(uid = peer.uid, gid = peer.gid, pid = ?peer.pid, %method, %path, "refused: {why}");
-            return error(
-                StatusCode::FORBIDDEN,
-                "access denied: changing the license or the users needs root or the admin group",
-            );
+            return error(StatusCode::FORBIDDEN, &format!("access denied: {why}"));
         }
     }
     let limit = if route == Route::UsersImport {

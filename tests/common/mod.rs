@@ -196,12 +196,29 @@ pub fn payload_for(components: &[Component]) -> LicensePayload {
     }
 }
 
+/// Spawns `cmd`, retrying while the executable is busy: a binary just
+/// copied (`bin_copy`) can still be open for writing in a child that
+/// another test thread forked meanwhile (ETXTBSY until that child execs).
+pub fn spawn(cmd: &mut Command) -> Child {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Ok(c) => return c,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("spawn {cmd:?}: {e}"),
+        }
+    }
+}
+
 /// Runs a command to completion, killing it after [`WAIT`].
 pub fn run_with_timeout(mut cmd: Command) -> Output {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
+    let mut child = spawn(&mut cmd);
     let start = Instant::now();
     loop {
         if child.try_wait().expect("wait").is_some() {
