@@ -18,6 +18,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
@@ -31,6 +32,14 @@ use super::server::{error, handle, Resp, Shared};
 const TRIM_AFTER: usize = 128 * 1024;
 /// Unit of the body memory budget.
 const BUDGET_UNIT: usize = 16 * 1024;
+/// Refused connections that may wait at once for their request head (each
+/// holds a descriptor meanwhile; counted in the limits' fixed reserve).
+const REFUSING: usize = 16;
+/// How long a refused connection's request head is waited for, and its
+/// answer given to leave.
+const REFUSAL_WAIT: Duration = Duration::from_millis(250);
+/// How much of a refused connection's request head is read.
+const REFUSAL_READ: usize = 16 * 1024;
 
 /// Serves until `shutdown` turns true. Connections in flight finish on
 /// their own; new ones are no longer accepted.
@@ -47,6 +56,7 @@ pub async fn serve(
         per_uid = c.per_uid,
         "API connection limits"
     );
+    let refusing = Arc::new(Semaphore::new(REFUSING));
     let bodies = Arc::new(Bodies {
         budget: Semaphore::new(BODY_BUDGET / BUDGET_UNIT),
         large: AtomicUsize::new(0),
@@ -80,7 +90,21 @@ pub async fn serve(
         let ticket = match gate.admit(peer.uid, privileged) {
             Ok(t) => t,
             Err(why) => {
-                refuse_connection(&stream, &why);
+                debug!("API connection refused: {why}");
+                // A few refusals at a time wait briefly for the request so
+                // that the caller can read the answer; in a flood the rest
+                // are answered and closed at once.
+                match refusing.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(async move {
+                            refuse_connection(stream, &why).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        let _ = stream.try_write(&refusal(&why));
+                    }
+                }
                 continue;
             }
         };
@@ -114,18 +138,33 @@ pub async fn serve(
     }
 }
 
-/// A connection over the limits: a 503 it can read without sending
-/// anything first (its request, if any, is not read), then closed.
-fn refuse_connection(stream: &UnixStream, why: &str) {
-    // Logged at debug only: a flood must not flood the journal too.
-    debug!("API connection refused: {why}");
+/// A connection over the limits: its request head is read (briefly, so
+/// that the caller is not writing into a closed socket), then it gets a
+/// 503 saying why, and is closed.
+async fn refuse_connection(mut stream: UnixStream, why: &str) {
+    let mut head = Vec::with_capacity(1024);
+    let read_head = async {
+        let mut buf = [0u8; 1024];
+        while head.len() < REFUSAL_READ && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSAL_WAIT, read_head).await;
+    let _ = tokio::time::timeout(REFUSAL_WAIT, stream.write_all(&refusal(why))).await;
+    let _ = stream.shutdown().await;
+}
+
+/// The 503 answer of a refused connection (the API's error shape).
+fn refusal(why: &str) -> Vec<u8> {
     let body = serde_json::json!({ "error": why }).to_string();
-    let answer = format!(
+    format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
-    );
-    // Non-blocking and best effort: a fresh socket's buffer takes it whole.
-    let _ = stream.try_write(answer.as_bytes());
+    )
+    .into_bytes()
 }
 
 /// The body memory budget and the count of large bodies in flight.

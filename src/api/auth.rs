@@ -100,13 +100,16 @@ fn peer_groups(_fd: std::os::fd::RawFd) -> std::io::Result<Vec<u32>> {
 pub struct Policy {
     own_uid: u32,
     admin_group: Option<(String, u32)>,
+    /// The configured admin group, when it does not exist (for messages).
+    missing_group: Option<String>,
 }
 
 impl Policy {
     /// `admin_group` empty means no group. An unknown group is logged and
     /// treated as no group: the agent keeps running, only root and its own
     /// user may change things.
-    pub fn new(admin_group: &str) -> Policy {
+    pub fn new(admin_group_name: &str) -> Policy {
+        let admin_group = admin_group_name;
         let own_uid = Uid::effective().as_raw();
         let admin_group = match admin_group {
             "" => None,
@@ -122,9 +125,14 @@ impl Policy {
                 }
             },
         };
+        let missing_group = match (&admin_group, admin_group_name) {
+            (None, name) if !name.is_empty() => Some(name.to_string()),
+            _ => None,
+        };
         Policy {
             own_uid,
             admin_group,
+            missing_group,
         }
     }
 
@@ -137,8 +145,14 @@ impl Policy {
         }
         let who = format!("uid {} with groups {}", peer.uid, peer.groups_text());
         let Some((name, gid)) = &self.admin_group else {
+            let group = match &self.missing_group {
+                Some(name) => format!(
+                    "the admin group {name} (api.admin_group) does not exist on this system"
+                ),
+                None => "no admin group is configured (api.admin_group)".to_string(),
+            };
             return Err(format!(
-                "only root or the daemon's user (uid {}) may change the license or the users, and no admin group is configured (api.admin_group); this caller is {who}",
+                "only root or the daemon's user (uid {}) may change the license or the users, and {group}; this caller is {who}",
                 self.own_uid
             ));
         };
