@@ -243,13 +243,42 @@ pub enum ConfigError {
         line: usize,
         message: String,
     },
-    #[error("{path}: {key} = {value:?} is not valid: {rule}")]
+    #[error("{path}{at}: {key} = {value:?} is not valid: {rule}")]
     Invalid {
         path: PathBuf,
+        /// ", line N" where the key is set in the file; empty for a default.
+        at: String,
         key: &'static str,
         value: String,
         rule: String,
     },
+}
+
+/// The line where `key` ("section.name" or "name") is set in `text`:
+/// the first `name = ...` inside `[section]`. A plain scan, enough for the
+/// flat files this config is; `None` if the key is not in the file.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[').and_then(|h| h.split(']').next()) {
+            current = h.trim().to_string();
+            continue;
+        }
+        let Some((k, _)) = t.split_once('=') else {
+            continue;
+        };
+        let k = k.trim().trim_matches('"');
+        if current == section && k == name {
+            return Some(i + 1);
+        }
+        // A dotted key at the top level ("log.level = ...").
+        if current.is_empty() && k == key {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 impl Default for Config {
@@ -303,13 +332,29 @@ impl Config {
                 message: e.message().trim_end().to_string(),
             }
         })?;
-        config.validate(path)?;
+        config.validate(path).map_err(|e| match e {
+            ConfigError::Invalid {
+                path,
+                key,
+                value,
+                rule,
+                ..
+            } => ConfigError::Invalid {
+                at: line_of(text, key).map_or(String::new(), |n| format!(", line {n}")),
+                path,
+                key,
+                value,
+                rule,
+            },
+            other => other,
+        })?;
         Ok(config)
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, value: String, rule: &str| ConfigError::Invalid {
             path: path.to_path_buf(),
+            at: String::new(),
             key,
             value,
             rule: rule.to_string(),
@@ -409,7 +454,7 @@ impl Config {
             return Err(invalid(
                 "log.level",
                 self.log.level.clone(),
-                "use error, warn, info, debug or trace",
+                "use error, warn, info, debug, trace or off, or per target as in \"info,licagent=debug\"",
             ));
         }
         Ok(())
@@ -492,6 +537,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("log.level"), "{msg}");
+        // An unknown word would have silenced all logging: refused, with
+        // the key and the line it is on.
+        let msg = parse("version = 1\n\n[log]\nlevel = \"warning\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(", line 4: log.level = \"warning\""), "{msg}");
+        let msg = parse("version = 1\n[api]\nbody_timeout_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 3: api.body_timeout_secs"), "{msg}");
         let msg = parse("version = 1\n[trust]\nkeys = [\"nonsense\"]\n")
             .unwrap_err()
             .to_string();
