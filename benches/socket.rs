@@ -38,7 +38,10 @@ fn main() {
     let mut daemon = env.start();
     daemon.await_ready();
     let file = env.file("good.lic", &env.sign(&env.payload()));
-    assert!(env.cli(&["import", file.to_str().unwrap()]).status.success());
+    assert!(env
+        .cli(&["import", file.to_str().unwrap()])
+        .status
+        .success());
     for i in 0..20 {
         let (id, ext) = (format!("u{i}"), format!("{}", 200 + i));
         let out = env.cli(&["users", "add", &id, "--name", &id, "--extension", &ext]);
@@ -137,7 +140,11 @@ fn latencies(socket: &Path, path: &str, n: usize) -> Vec<f64> {
 fn get(socket: &Path, path: &str) -> u16 {
     let mut s = UnixStream::connect(socket).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     text.split_whitespace()

@@ -9,7 +9,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -112,7 +112,8 @@ fn spawn_child(mode: &str, uid: u32, socket: &Path, n: usize) -> Hostile {
         format!("{module}::child")
     };
     let exe = std::env::current_exe().unwrap();
-    let mut cmd = Command::new(exe);
+    // Behind the emulator on an ARM target, like every spawned binary.
+    let mut cmd = command(exe.to_str().unwrap());
     cmd.args([&name, "--exact", "--nocapture", "--include-ignored"])
         .env(CHILD_ENV, mode)
         .env("ABUSE_UID", uid.to_string())
@@ -209,6 +210,12 @@ fn start_limited(env: &Env, nofile: u64) -> Daemon {
 #[test]
 fn a_flood_from_one_user_leaves_root_and_other_readers_served() {
     if !root() {
+        return;
+    }
+    if std::env::var_os("LICAGENT_TEST_RUNNER").is_some_and(|r| !r.is_empty()) {
+        // qemu-user holds descriptors of its own inside the daemon's
+        // limit; the flood is measured on the host build.
+        eprintln!("SKIPPED: under an emulator");
         return;
     }
     let env = Env::new();

@@ -143,6 +143,20 @@ fn crash_child() {
     }
 }
 
+/// `exe` behind the emulator named in `LICAGENT_TEST_RUNNER` (ARM targets).
+fn runner(exe: &Path) -> Command {
+    let runner = std::env::var("LICAGENT_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(words).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    }
+}
+
 #[test]
 fn sigkill_during_assignments_and_imports_loses_no_acknowledged_change() {
     let rounds: u64 = std::env::var("LICAGENT_CRASH_ROUNDS")
@@ -172,7 +186,7 @@ fn sigkill_during_assignments_and_imports_loses_no_acknowledged_change() {
     let (mut acked_total, mut in_flight_committed) = (0u64, 0u64);
     for round in 0..rounds {
         let before = Store::open(&db).unwrap().0.load_users().unwrap();
-        let mut child = Command::new(&exe)
+        let mut child = runner(&exe)
             .args(["crash_child", "--exact", "--nocapture", "--include-ignored"])
             .env(CHILD_ENV, &db)
             .env("CRASH_START", next.to_string())
