@@ -393,12 +393,30 @@ impl Config {
                 ));
             }
         }
-        if self.portal.timeout_secs == 0 {
-            return Err(invalid(
-                "portal.timeout_secs",
-                "0".into(),
-                "must be at least 1",
-            ));
+        // Upper bounds too: these become durations and are added to times,
+        // where a value near u64::MAX would overflow or turn negative.
+        for (key, value, max) in [
+            ("portal.timeout_secs", self.portal.timeout_secs, 3_600),
+            (
+                "refresh.retry_min_secs",
+                self.refresh.retry_min_secs,
+                30 * 86_400,
+            ),
+            (
+                "refresh.retry_max_secs",
+                self.refresh.retry_max_secs,
+                30 * 86_400,
+            ),
+            ("refresh.jitter_secs", self.refresh.jitter_secs, 86_400),
+        ] {
+            let min = u64::from(key != "refresh.jitter_secs");
+            if !(min..=max).contains(&value) {
+                return Err(invalid(
+                    key,
+                    value.to_string(),
+                    &format!("use {min} to {max} seconds"),
+                ));
+            }
         }
         for pin in &self.portal.pin_sha256 {
             let ok = pin.len() == 64 && pin.chars().all(|c| c.is_ascii_hexdigit());
@@ -547,6 +565,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("line 3: api.body_timeout_secs"), "{msg}");
+        for (key, value) in [
+            ("retry_max_secs", "18446744073709551615"),
+            ("retry_min_secs", "0"),
+            ("jitter_secs", "9223372036854775808"),
+        ] {
+            let msg = parse(&format!("version = 1\n[refresh]\n{key} = {value}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains(&format!("refresh.{key} = ")), "{msg}");
+        }
         let msg = parse("version = 1\n[trust]\nkeys = [\"nonsense\"]\n")
             .unwrap_err()
             .to_string();

@@ -287,7 +287,7 @@ impl Link {
         let mut s = self.schedule();
         s.failures = s.failures.saturating_add(1);
         let backoff = backoff_secs(s.failures, cfg.retry_min_secs, cfg.retry_max_secs);
-        s.next_at = Some(time::now() + backoff as i64);
+        s.next_at = Some(time::now().saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX)));
         s.last_error = Some(e.to_string());
         warn!(
             failures = s.failures,
@@ -306,7 +306,8 @@ impl Link {
                 .refresh_cfg
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .jitter_secs as i64;
+                .jitter_secs
+                .min(i64::MAX as u64) as i64;
             s.planned_for = Some(target.license_id.clone());
             if s.failures == 0 || s.next_at.is_none() {
                 s.next_at = Some(plan(
