@@ -213,6 +213,16 @@ async fn request(
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .privileged(&peer);
+    // The hot path (the PBX's checks, status): a GET without a body goes
+    // straight to the handler, no timer, no buffer.
+    if !keep && hyper::body::Body::is_end_stream(&body) {
+        return handle(
+            Request::from_parts(parts, Full::new(Bytes::new())),
+            peer,
+            shared,
+        )
+        .await;
+    }
     if !keep || declared.is_some_and(|n| n > limit as u64) {
         let drained = drain(body, declared, timeout).await;
         if keep {

@@ -18,8 +18,9 @@ pub struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
-    /// Supplementary groups of the connecting process, sorted.
-    pub groups: Vec<u32>,
+    /// Supplementary groups of the connecting process, sorted. Shared: a
+    /// peer is cloned for every request on its connection.
+    pub groups: std::sync::Arc<[u32]>,
 }
 
 /// SO_PEERGROUPS (Linux 4.13): the same number on every architecture
@@ -37,7 +38,7 @@ impl Peer {
             uid: c.uid(),
             gid: c.gid(),
             pid: c.pid(),
-            groups: peer_groups(stream.as_raw_fd())?,
+            groups: peer_groups(stream.as_raw_fd())?.into(),
         })
     }
 
@@ -143,7 +144,7 @@ impl Policy {
         if peer.uid == 0 || peer.uid == self.own_uid {
             return Ok(());
         }
-        let who = format!("uid {} with groups {}", peer.uid, peer.groups_text());
+        let who = || format!("uid {} with groups {}", peer.uid, peer.groups_text());
         let Some((name, gid)) = &self.admin_group else {
             let group = match &self.missing_group {
                 Some(name) => format!(
@@ -152,16 +153,18 @@ impl Policy {
                 None => "no admin group is configured (api.admin_group)".to_string(),
             };
             return Err(format!(
-                "only root or the daemon's user (uid {}) may change the license or the users, and {group}; this caller is {who}",
-                self.own_uid
+                "only root or the daemon's user (uid {}) may change the license or the users, and {group}; this caller is {}",
+                self.own_uid,
+                who()
             ));
         };
         if peer.in_group(*gid) {
             return Ok(());
         }
         Err(format!(
-            "changing the license or the users needs root, the daemon's user (uid {}) or the group {name} (gid {gid}) among the caller's groups; this caller is {who}",
-            self.own_uid
+            "changing the license or the users needs root, the daemon's user (uid {}) or the group {name} (gid {gid}) among the caller's groups; this caller is {}",
+            self.own_uid,
+            who()
         ))
     }
 
@@ -189,7 +192,7 @@ mod tests {
                 uid: 0,
                 gid: 0,
                 pid: None,
-                groups: Vec::new(),
+                groups: Vec::new().into(),
             })
             .is_ok());
         assert!(p
@@ -197,7 +200,7 @@ mod tests {
                 uid: me,
                 gid: 0,
                 pid: None,
-                groups: Vec::new(),
+                groups: Vec::new().into(),
             })
             .is_ok());
     }
@@ -215,7 +218,7 @@ mod tests {
                 uid: other,
                 gid: 65534,
                 pid: None,
-                groups: Vec::new(),
+                groups: Vec::new().into(),
             })
             .unwrap_err();
         assert!(err.contains("no admin group"), "{err}");
@@ -240,7 +243,7 @@ mod tests {
                 uid: other,
                 gid: 0,
                 pid: None,
-                groups: Vec::new(),
+                groups: Vec::new().into(),
             })
             .is_ok());
         assert!(p
@@ -248,7 +251,7 @@ mod tests {
                 uid: other,
                 gid: 65534,
                 pid: None,
-                groups: Vec::new(),
+                groups: Vec::new().into(),
             })
             .is_err());
     }
@@ -267,10 +270,10 @@ mod tests {
             uid: other,
             gid: 65534,
             pid: None,
-            groups: vec![0, 100],
+            groups: vec![0, 100].into(),
         };
         assert!(p.may_change(&peer).is_ok());
-        peer.groups = vec![100];
+        peer.groups = vec![100].into();
         let err = p.may_change(&peer).unwrap_err();
         assert!(err.contains("the group root (gid 0)"), "{err}");
         assert!(err.contains("groups 65534, 100"), "{err}");
