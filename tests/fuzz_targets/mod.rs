@@ -43,6 +43,7 @@ pub const TARGETS: &[Target] = &[
     ("portal_answers", portal_answers),
     ("request_code", request_code),
     ("log_level", log_level),
+    ("hwid_files", hwid_files),
 ];
 
 /// Now, for the targets: fixed, so a run is reproducible.
@@ -261,6 +262,35 @@ pub fn log_level(data: &[u8]) {
     let _ = licagent::daemon::logging::parse(&text(data));
 }
 
+/// Files the hardware ID reads, as a fake root: the input is split at NUL
+/// bytes into machine-id, a NIC's address, addr_assign_type and type, the
+/// DMI product UUID and cpuinfo.
+pub fn hwid_files(data: &[u8]) {
+    static ROOT: OnceLock<std::path::PathBuf> = OnceLock::new();
+    let root = ROOT.get_or_init(|| {
+        std::env::temp_dir().join(format!("licagent-fuzz-hwid-{}", std::process::id()))
+    });
+    let files = [
+        "etc/machine-id",
+        "sys/class/net/eth0/address",
+        "sys/class/net/eth0/addr_assign_type",
+        "sys/class/net/eth0/type",
+        "sys/class/dmi/id/product_uuid",
+        "proc/cpuinfo",
+    ];
+    let mut parts = data.split(|&b| b == 0);
+    for f in files {
+        let path = root.join(f);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(&path, parts.next().unwrap_or(b""));
+    }
+    if let Ok(info) = hwid::collect(root) {
+        let _ = hwid::compare(&info.components, &info.components);
+    }
+}
+
 /// A license payload with the demo catalog, for seeds and ledgers.
 pub fn payload() -> LicensePayload {
     let hardware = vec![
@@ -359,6 +389,9 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             vec![code.encode().into_bytes()]
         }
         "log_level" => vec![s("info"), s("warn,licagent=debug")],
+        "hwid_files" => vec![s(
+            "0123456789abcdef0123456789abcdef\n\x0000:11:22:33:44:55\n\x000\n\x001\n\x004c4c4544-0042-3510-8052-b4c04f4a4c32\n\x00processor\t: 0\nmodel name\t: Intel(R) Xeon(R)\n",
+        )],
         _ => Vec::new(),
     }
 }
