@@ -16,6 +16,13 @@ pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 pub const DEFAULT_ADMIN_GROUP: &str = "licadmin";
 pub const DEFAULT_HWID_ROOT: &str = "/";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// How long a socket caller may take to send its headers (and may sit idle
+/// between requests on a kept-alive connection).
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// How long a socket caller may take to send a request body.
+pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 30;
+/// The range both API timeouts accept.
+pub const API_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=300;
 pub const DEFAULT_PORTAL_TIMEOUT_SECS: u64 = 15;
 pub const DEFAULT_RETRY_MIN_SECS: u64 = 60;
 pub const DEFAULT_RETRY_MAX_SECS: u64 = 3600;
@@ -117,6 +124,11 @@ pub struct Api {
     /// Members may change things (import, activate, assign); empty = nobody
     /// beyond root and the daemon's own user.
     pub admin_group: String,
+    /// Seconds a caller may take to send its request headers, and may stay
+    /// idle between requests.
+    pub header_timeout_secs: u64,
+    /// Seconds a caller may take to send a request body.
+    pub body_timeout_secs: u64,
 }
 
 impl Default for Api {
@@ -125,6 +137,8 @@ impl Default for Api {
             socket_mode: format!("{DEFAULT_SOCKET_MODE:04o}"),
             socket_group: String::new(),
             admin_group: DEFAULT_ADMIN_GROUP.to_string(),
+            header_timeout_secs: DEFAULT_HEADER_TIMEOUT_SECS,
+            body_timeout_secs: DEFAULT_BODY_TIMEOUT_SECS,
         }
     }
 }
@@ -232,13 +246,42 @@ pub enum ConfigError {
         line: usize,
         message: String,
     },
-    #[error("{path}: {key} = {value:?} is not valid: {rule}")]
+    #[error("{path}{at}: {key} = {value:?} is not valid: {rule}")]
     Invalid {
         path: PathBuf,
+        /// ", line N" where the key is set in the file; empty for a default.
+        at: String,
         key: &'static str,
         value: String,
         rule: String,
     },
+}
+
+/// The line where `key` ("section.name" or "name") is set in `text`:
+/// the first `name = ...` inside `[section]`. A plain scan, enough for the
+/// flat files this config is; `None` if the key is not in the file.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[').and_then(|h| h.split(']').next()) {
+            current = h.trim().to_string();
+            continue;
+        }
+        let Some((k, _)) = t.split_once('=') else {
+            continue;
+        };
+        let k = k.trim().trim_matches('"');
+        if current == section && k == name {
+            return Some(i + 1);
+        }
+        // A dotted key at the top level ("log.level = ...").
+        if current.is_empty() && k == key {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 impl Default for Config {
@@ -300,13 +343,29 @@ impl Config {
                 message,
             }
         })?;
-        config.validate(path)?;
+        config.validate(path).map_err(|e| match e {
+            ConfigError::Invalid {
+                path,
+                key,
+                value,
+                rule,
+                ..
+            } => ConfigError::Invalid {
+                at: line_of(text, key).map_or(String::new(), |n| format!(", line {n}")),
+                path,
+                key,
+                value,
+                rule,
+            },
+            other => other,
+        })?;
         Ok(config)
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, value: String, rule: &str| ConfigError::Invalid {
             path: path.to_path_buf(),
+            at: String::new(),
             key,
             value,
             rule: rule.to_string(),
@@ -345,12 +404,30 @@ impl Config {
                 ));
             }
         }
-        if self.portal.timeout_secs == 0 {
-            return Err(invalid(
-                "portal.timeout_secs",
-                "0".into(),
-                "must be at least 1",
-            ));
+        // Upper bounds too: these become durations and are added to times,
+        // where a value near u64::MAX would overflow or turn negative.
+        for (key, value, max) in [
+            ("portal.timeout_secs", self.portal.timeout_secs, 3_600),
+            (
+                "refresh.retry_min_secs",
+                self.refresh.retry_min_secs,
+                30 * 86_400,
+            ),
+            (
+                "refresh.retry_max_secs",
+                self.refresh.retry_max_secs,
+                30 * 86_400,
+            ),
+            ("refresh.jitter_secs", self.refresh.jitter_secs, 86_400),
+        ] {
+            let min = u64::from(key != "refresh.jitter_secs");
+            if !(min..=max).contains(&value) {
+                return Err(invalid(
+                    key,
+                    value.to_string(),
+                    &format!("use {min} to {max} seconds"),
+                ));
+            }
         }
         for pin in &self.portal.pin_sha256 {
             let ok = pin.len() == 64 && pin.chars().all(|c| c.is_ascii_hexdigit());
@@ -394,11 +471,19 @@ impl Config {
                 "test mode lasts 8 hours (28800 s) at most; it may only be shortened",
             ));
         }
+        for (key, value) in [
+            ("api.header_timeout_secs", self.api.header_timeout_secs),
+            ("api.body_timeout_secs", self.api.body_timeout_secs),
+        ] {
+            if !API_TIMEOUT_RANGE.contains(&value) {
+                return Err(invalid(key, value.to_string(), "use 1 to 300 seconds"));
+            }
+        }
         if crate::daemon::logging::parse(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",
                 self.log.level.clone(),
-                "use error, warn, info, debug or trace",
+                "use error, warn, info, debug, trace or off, or per target as in \"info,licagent=debug\"",
             ));
         }
         Ok(())
@@ -518,6 +603,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("log.level"), "{msg}");
+        // An unknown word would have silenced all logging: refused, with
+        // the key and the line it is on.
+        let msg = parse("version = 1\n\n[log]\nlevel = \"warning\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(", line 4: log.level = \"warning\""), "{msg}");
+        let msg = parse("version = 1\n[api]\nbody_timeout_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("line 3: api.body_timeout_secs"), "{msg}");
+        for (key, value) in [
+            ("retry_max_secs", "18446744073709551615"),
+            ("retry_min_secs", "0"),
+            ("jitter_secs", "9223372036854775808"),
+        ] {
+            let msg = parse(&format!("version = 1\n[refresh]\n{key} = {value}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains(&format!("refresh.{key} = ")), "{msg}");
+        }
         let msg = parse("version = 1\n[trust]\nkeys = [\"nonsense\"]\n")
             .unwrap_err()
             .to_string();

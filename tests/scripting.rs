@@ -47,7 +47,7 @@ fn cli_stdin(env: &Env, args: &[&str], input: &[u8]) -> Output {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = spawn_retrying(&mut cmd);
+    let mut child = spawn(&mut cmd);
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
 }

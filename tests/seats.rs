@@ -398,3 +398,36 @@ fn test_mode_lifts_seat_limits_and_expiry_brings_them_back() {
     );
     s.daemon.stop();
 }
+
+/// Issue 10's reproducer: an export whose assignment sequence is `i64::MAX`
+/// used to be restored as it was, and every later import that changed a
+/// row then panicked its connection task. It is refused by name now, and
+/// the daemon goes on serving.
+#[test]
+fn restore_refuses_a_sequence_out_of_range() {
+    let s = site("basic=5,premium=5,essential=5", &[]);
+    let env = &s.env;
+    add_users(env, &[("ann", "201")]);
+    let export = env.dir.path().join("users.json");
+    let out = env.cli(&["export", export.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.cli(&["users", "remove", "ann"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut x: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    x["users"][0]["profile"]["seq"] = serde_json::json!(i64::MAX);
+    let bad = env.file("bad.json", &x.to_string());
+    let out = env.cli(&["restore", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("sequence 9223372036854775807 is outside"),
+        "{}",
+        stderr(&out)
+    );
+    // The box is still empty, and an import works.
+    let csv = env.file("u.csv", &csv_of(3, |_| "basic"));
+    let out = env.cli(&["users", "import", csv.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let users = json(&env.cli(&["users", "list", "--json"]));
+    assert_eq!(users.as_array().unwrap().len(), 3);
+}

@@ -13,6 +13,7 @@ use crate::license::LicenseError;
 use crate::portal::wire::ErrorCode as PortalCode;
 use crate::portal::PortalError;
 use crate::seats::SeatError;
+use crate::store::StoreError;
 
 /// Every error code of the API. Adding one is compatible; renaming or
 /// removing one is a `/v2` change.
@@ -27,6 +28,8 @@ pub enum Code {
     BadRequest,
     /// The body is larger than the route accepts.
     BodyTooLarge,
+    /// The body did not arrive within `api.body_timeout_secs` (HTTP 408).
+    BodyTimeout,
     /// The caller may read but not change.
     AccessDenied,
     /// The request came through a web page (`Origin` or `Referer`).
@@ -190,7 +193,16 @@ pub fn import(e: &ImportError) -> (StatusCode, Code) {
         ImportError::WrongNonce | ImportError::WrongDevice => {
             (UNPROCESSABLE, Code::LicenseMismatch)
         }
-        ImportError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal),
+        ImportError::Store(e) => store(e),
+    }
+}
+
+/// A store failure: the read-only state directory is its own code (reads
+/// still work; the sentence names the file system), the rest is internal.
+pub fn store(e: &StoreError) -> (StatusCode, Code) {
+    match e {
+        StoreError::ReadOnly(_) => (StatusCode::SERVICE_UNAVAILABLE, Code::ReadOnly),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal),
     }
 }
 
@@ -198,7 +210,7 @@ pub fn test_mode(e: &TestModeError) -> (StatusCode, Code) {
     match e {
         TestModeError::AlreadyOn(_) => (StatusCode::CONFLICT, Code::TestModeOn),
         TestModeError::NotOn => (StatusCode::CONFLICT, Code::TestModeOff),
-        TestModeError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal),
+        TestModeError::Store(e) => store(e),
     }
 }
 
@@ -224,13 +236,13 @@ pub fn seat(e: &SeatError) -> (StatusCode, Code) {
         | SeatError::AddonsHeld { .. }
         | SeatError::AddonNotHeld { .. } => (UNPROCESSABLE, Code::HoldingConflict),
         SeatError::Invalid { .. } => (UNPROCESSABLE, Code::InvalidValue),
-        SeatError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal),
+        SeatError::Store(e) => store(e),
     }
 }
 
 pub fn restore(e: &RestoreError) -> (StatusCode, Code) {
     match e {
-        RestoreError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal),
+        RestoreError::Store(e) => store(e),
         RestoreError::NoLicense => (StatusCode::CONFLICT, Code::NoLicense),
         RestoreError::NotEmpty(_) => (StatusCode::CONFLICT, Code::RestoreRefused),
         RestoreError::OtherSystem { .. } | RestoreError::Format(_) => {

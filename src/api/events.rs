@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::{Body, Bytes, Frame, Incoming};
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode};
+use hyper::body::{Body, Bytes, Frame};
+use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
@@ -303,11 +303,8 @@ fn user_id(c: &Change) -> &str {
 
 /// Where a client resumes: `Last-Event-ID` (what browsers send on
 /// reconnect), else `?since=N`, else only new events.
-fn resume_point(req: &Request<Incoming>, since: Option<&str>) -> Result<Option<u64>, String> {
-    let header = req
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok());
+fn resume_point(headers: &HeaderMap, since: Option<&str>) -> Result<Option<u64>, String> {
+    let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     match header.or(since) {
         None | Some("") => Ok(None),
         Some(v) => v
@@ -323,11 +320,11 @@ fn resume_point(req: &Request<Incoming>, since: Option<&str>) -> Result<Option<u
 /// then every new event as it happens.
 pub fn stream(
     events: &Arc<Events>,
-    req: &Request<Incoming>,
+    headers: &HeaderMap,
     since: Option<&str>,
     snapshot: Status,
 ) -> Resp {
-    let resume = match resume_point(req, since) {
+    let resume = match resume_point(headers, since) {
         Ok(r) => r,
         Err(msg) => return error(StatusCode::BAD_REQUEST, Code::BadRequest, &msg),
     };

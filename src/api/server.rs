@@ -1,18 +1,14 @@
-//! The socket server: accepts connections, reads the peer's credentials,
-//! and routes each request through one handler table.
+//! The socket server's handler table: routes each request (accepted, with
+//! its caller's credentials and its body read, by `accept.rs`).
 
 use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixListener;
-use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::auth::{Peer, Policy};
 use super::error::{self as errors, ApiError, Code, ErrorBody};
@@ -22,15 +18,9 @@ use crate::config::Config;
 use crate::daemon::agent::{Agent, TestModeError};
 use crate::daemon::link::Link;
 
-/// Largest request body accepted (a license file is a few KiB).
-const MAX_BODY: usize = 1024 * 1024;
-
-/// A bulk import may be as large as the CSV limit, plus slack so that the
-/// CSV parser (not the transport) says what is wrong with a file just over.
-const MAX_IMPORT_BODY: usize = crate::seats::csv::MAX_BYTES + 64 * 1024;
-
-/// How long a connection may take to send its request.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The body limits are applied by the connection layer (`accept.rs`)
+/// before a request gets here; kept in the handler as a second line.
+use super::limits::{MAX_BODY, MAX_BULK_BODY as MAX_IMPORT_BODY};
 
 /// What the handlers share.
 pub struct Shared {
@@ -81,57 +71,8 @@ impl hyper::body::Body for BodyKind {
     }
 }
 
-/// Serves until `shutdown` turns true. Connections in flight finish on
-/// their own; new ones are no longer accepted.
-pub async fn serve(
-    listener: UnixListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.changed() => return,
-        };
-        let stream = match accepted {
-            Ok((s, _)) => s,
-            Err(e) => {
-                // EMFILE and friends: back off a little instead of spinning.
-                warn!("accept on the API socket failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let peer = match stream.peer_cred() {
-            Ok(c) => Peer {
-                uid: c.uid(),
-                gid: c.gid(),
-                pid: c.pid(),
-            },
-            Err(e) => {
-                warn!("cannot read the caller's credentials, dropping the connection: {e}");
-                continue;
-            }
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(req, peer, &shared).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                debug!("API connection ended: {e}");
-            }
-        });
-    }
-}
-
 /// Routes one request: origin check, authorization, body, handler.
-async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
+pub(super) async fn handle(req: Request<Full<Bytes>>, peer: Peer, shared: &Shared) -> Resp {
     // A browser page must never drive the agent (the socket is local, but a
     // proxy in front of it could forward browser requests).
     if req.headers().contains_key("origin") || req.headers().contains_key("referer") {
@@ -179,16 +120,25 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
             .unwrap_or_else(|p| p.into_inner())
             .may_change(&peer);
         if let Err(why) = verdict {
-            warn!(uid = peer.uid, gid = peer.gid, pid = ?peer.pid, %method, %path, "refused: {why}");
+            warn!(
+                message_id = crate::daemon::logging::message_id::REFUSED_CALLER,
+                uid = peer.uid,
+                gid = peer.gid,
+                pid = peer.pid.unwrap_or(0),
+                %method,
+                %path,
+                "refused: {why}"
+            );
             return error(
                 StatusCode::FORBIDDEN,
                 Code::AccessDenied,
-                "access denied: changing the license or the users needs root or the admin group",
+                &format!("access denied: {why}"),
             );
         }
     }
     if route == Route::Events {
-        return super::events::stream(&shared.events, &req, query.get("since"), status(shared));
+        let headers = req.headers();
+        return super::events::stream(&shared.events, headers, query.get("since"), status(shared));
     }
     let limit = if route == Route::UsersImport {
         MAX_IMPORT_BODY
@@ -274,11 +224,7 @@ async fn route_to(
         Route::Deactivate => match link.deactivate(agent).await {
             Ok(()) => match agent.remove_license() {
                 Ok(_) => json(StatusCode::OK, &status(shared)),
-                Err(e) => error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    Code::Internal,
-                    &e.to_string(),
-                ),
+                Err(e) => fail(errors::store(&e), &e),
             },
             Err(e) => fail(errors::link(&e), &e),
         },

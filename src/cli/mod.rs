@@ -5,6 +5,7 @@
 mod activate;
 mod hwid;
 mod import;
+pub mod pipe;
 mod run;
 mod status;
 mod testmode;

@@ -55,11 +55,25 @@ pub fn load_or_create(state_dir: &Path) -> Result<SigningKey, DeviceKeyError> {
         action: "generated",
         source: std::io::Error::other(e.to_string()),
     })?;
-    write_private(&path, &pkcs8).map_err(|source| DeviceKeyError {
-        path: path.clone(),
-        action: "written",
-        source,
-    })?;
+    match write_private(&path, &pkcs8) {
+        Ok(()) => {}
+        // A read-only state directory: the agent still serves what it has;
+        // this key lives until exit (nothing it signs can be stored anyway).
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+            tracing::warn!(
+                "the device key cannot be saved ({}: read-only file system); using one in memory until the next start",
+                path.display()
+            );
+            return Ok(key);
+        }
+        Err(source) => {
+            return Err(DeviceKeyError {
+                path: path.clone(),
+                action: "written",
+                source,
+            })
+        }
+    }
     info!(key_id = %key.public_key().key_id(), "device key created");
     Ok(key)
 }

@@ -287,7 +287,7 @@ impl Link {
         let mut s = self.schedule();
         s.failures = s.failures.saturating_add(1);
         let backoff = backoff_secs(s.failures, cfg.retry_min_secs, cfg.retry_max_secs);
-        s.next_at = Some(time::now() + backoff as i64);
+        s.next_at = Some(time::now().saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX)));
         s.last_error = Some(e.to_string());
         warn!(
             failures = s.failures,
@@ -306,7 +306,8 @@ impl Link {
                 .refresh_cfg
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .jitter_secs as i64;
+                .jitter_secs
+                .min(i64::MAX as u64) as i64;
             s.planned_for = Some(target.license_id.clone());
             if s.failures == 0 || s.next_at.is_none() {
                 s.next_at = Some(plan(
@@ -337,14 +338,16 @@ impl Link {
 /// `jitter_max` later at random, never past half the lead, so that a fleet
 /// spreads out and still refreshes before grace starts.
 pub fn plan(issued: i64, due: i64, jitter_max: i64, random: u64) -> i64 {
-    let lead = ((due - issued) / 4).clamp(0, MAX_LEAD_SECS);
+    // Saturating: the times come from a license, and one that slipped past
+    // the range checks (an old store row) must not panic the daemon at start.
+    let lead = (due.saturating_sub(issued) / 4).clamp(0, MAX_LEAD_SECS);
     let span = jitter_max.min(lead / 2).max(0);
     let jitter = if span > 0 {
         (random % (span as u64 + 1)) as i64
     } else {
         0
     };
-    due - lead + jitter
+    due.saturating_sub(lead).saturating_add(jitter)
 }
 
 /// `min * 2^(failures-1)`, capped at `max`.
@@ -385,5 +388,30 @@ mod tests {
         // Short test intervals keep the jitter under half the lead.
         let at = plan(0, 8, 300, 5);
         assert!((6..=7).contains(&at), "{at}");
+    }
+
+    /// The crash loop of issue 10: `issued_at = i64::MIN` overflowed the
+    /// subtraction at every start. Extremes now give a time, never a panic.
+    #[test]
+    fn plan_takes_extreme_times_without_overflow() {
+        for (issued, due) in [
+            (i64::MIN, 1_800_000_000),
+            (i64::MIN, i64::MAX),
+            (i64::MAX, i64::MIN),
+            (0, i64::MAX),
+            (i64::MIN, i64::MIN),
+        ] {
+            for r in [0, 1, u64::MAX] {
+                let at = plan(issued, due, i64::MAX, r);
+                assert!(
+                    at <= due.saturating_add(MAX_LEAD_SECS),
+                    "{issued} {due} {at}"
+                );
+            }
+        }
+        assert_eq!(
+            plan(i64::MIN, 1_800_000_000, 0, 0),
+            1_800_000_000 - MAX_LEAD_SECS
+        );
     }
 }

@@ -78,7 +78,51 @@ pub fn set_level(level: &str) -> Result<(), String> {
 /// target filter, not tracing's EnvFilter: that one brings a regex engine,
 /// which would be most of the appliance binary's growth.
 pub fn parse(level: &str) -> Result<Targets, String> {
+    // tracing reads a bare word it does not know ("warning") as a target
+    // name with every level on, which turns off all other logging: every
+    // directive must name one of the levels.
+    for directive in level.split(',').map(str::trim) {
+        let word = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word.trim())) {
+            return Err(format!(
+                "{level:?} is not a log level: {directive:?} names none of {}",
+                LEVELS.join(", ")
+            ));
+        }
+    }
     level
         .parse::<Targets>()
         .map_err(|e| format!("{level:?} is not a log level: {e}"))
+}
+
+/// The words a level may be (`off` silences a target).
+pub const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_and_per_target_levels_parse_and_unknown_words_do_not() {
+        for ok in [
+            "info",
+            "WARN",
+            "info,licagent=debug",
+            "warn, licagent::api=trace",
+            "off",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "warning",
+            "",
+            "info,",
+            "licagent",
+            "licagent=loud",
+            "info,verbose",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains("is not a log level"), "{bad}: {err}");
+        }
+    }
 }

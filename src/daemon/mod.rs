@@ -6,6 +6,7 @@ pub mod agent;
 pub mod device;
 pub mod link;
 mod listen;
+pub mod lock;
 pub mod logging;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,9 @@ pub enum DaemonError {
 
 /// Runs the daemon until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
 pub fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), DaemonError> {
+    // Before anything else: a second daemon must not run start-up at all.
+    let _lock = lock::acquire(&config.paths.state_dir, &config.paths.socket)
+        .map_err(DaemonError::Listen)?;
     // systemd's variables are read (and unset, so that no child inherits
     // them) before any thread exists.
     let passed = listen::take_passed_socket().map_err(DaemonError::Listen)?;
@@ -91,7 +95,6 @@ async fn run_async(
         file: socket,
     } = socket;
     let server = tokio::spawn(crate::api::serve(listener, shared.clone(), stop_rx));
-
 
     info!(socket = %socket.path.display(), "licagent ready");
     notify(&[

@@ -231,6 +231,9 @@ pub enum LicenseError {
     NotYetValid(String),
     #[error("the license expired at {0}")]
     Expired(String),
+    /// Signed, but a number in it is outside what the agent accepts.
+    #[error("the license carries a value licagent does not accept ({0}); it was not installed, ask the vendor for a corrected license")]
+    OutOfRange(String),
     /// A signing or public key (key list, config, PKCS#8 file) is unusable.
     #[error("the key is not usable: {0}")]
     BadKey(String),
@@ -388,8 +391,10 @@ pub fn verify(text: &str, ring: &KeyRing) -> Result<LicensePayload, LicenseError
         }
         None => return Err(damaged("the payload has no format number")),
     }
-    serde_json::from_value(value)
-        .map_err(|e| damaged(format!("the payload is not a licagent license ({e})")))
+    let payload: LicensePayload = serde_json::from_value(value)
+        .map_err(|e| damaged(format!("the payload is not a licagent license ({e})")))?;
+    super::ranges::check(&payload).map_err(LicenseError::OutOfRange)?;
+    Ok(payload)
 }
 
 /// How a verified license relates to this machine and this time.

@@ -5,6 +5,7 @@
 pub mod file;
 pub mod key;
 pub mod payload;
+pub mod ranges;
 pub mod state;
 
 pub use file::{

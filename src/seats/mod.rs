@@ -81,6 +81,22 @@ pub struct Held {
     pub seq: i64,
 }
 
+/// The largest sequence number accepted from outside (an export being
+/// restored): 2^53, the largest integer every JSON reader holds exactly.
+/// Far below `i64::MAX`, so the ledger's `seq + 1` has room for ever.
+pub const MAX_SEQ: i64 = 1 << 53;
+
+/// A sequence number from outside must lie in `1..=MAX_SEQ`.
+pub fn check_seq(seq: i64) -> Result<(), String> {
+    if (1..=MAX_SEQ).contains(&seq) {
+        Ok(())
+    } else {
+        Err(format!(
+            "assignment sequence {seq} is outside 1..={MAX_SEQ}"
+        ))
+    }
+}
+
 /// A PBX user as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -417,5 +433,7 @@ fn check(
     Ok(())
 }
 
+#[cfg(test)]
+mod range_tests;
 #[cfg(test)]
 mod tests;

@@ -363,7 +363,9 @@ impl Ledger {
             }
             // Each changed row is its own step in the allocation order, in
             // file order.
-            seq += 1;
+            // Saturating: restored sequences are at most MAX_SEQ, far below
+            // the top, but a wrap would put this row first in seat order.
+            seq = seq.saturating_add(1);
             changes.push(Change {
                 line: row.line,
                 action: AuditAction::Import,

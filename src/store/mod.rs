@@ -6,6 +6,7 @@
 //! migrating the schema forward by `PRAGMA user_version`, and moving a corrupt
 //! file aside so that the agent can start (unlicensed) instead of crash-looping.
 
+mod readonly;
 mod schema;
 mod users;
 
@@ -52,6 +53,8 @@ pub struct OpenReport {
     pub moved_aside: Option<PathBuf>,
     /// Why it was judged corrupt.
     pub corruption: Option<String>,
+    /// Opened for reading only: the file system is read-only.
+    pub read_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +65,17 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
+    /// A write on a store opened read-only (the sentence names the file
+    /// system; see `readonly.rs`).
+    #[error("{0}")]
+    ReadOnly(String),
+    #[error("the database {path} has schema {found} and needs migrating to {known}, but its file system is read-only; make it writable and restart licagent")]
+    ReadOnlyMigration {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("cannot move the corrupt database {path} aside: {source}")]
     MoveAside {
         path: PathBuf,
@@ -89,6 +102,15 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        if e.sqlite_error_code() == Some(ErrorCode::ReadOnly) {
+            return StoreError::ReadOnly(readonly::refusal());
+        }
+        StoreError::Sql(e)
+    }
+}
+
 /// Earlier licenses kept for inspection; older ones are dropped at install.
 pub const HISTORY_KEPT: i64 = 50;
 
@@ -98,6 +120,7 @@ pub const SCHEMA_VERSION: usize = schema::MIGRATIONS.len();
 pub struct Store {
     conn: rusqlite::Connection,
     path: PathBuf,
+    read_only: bool,
 }
 
 impl Store {
@@ -108,6 +131,20 @@ impl Store {
             Ok(store) => return Ok((store, OpenReport::default())),
             Err(err) => err,
         };
+        // A read-only file system: serve what is there rather than nothing.
+        if readonly::on_read_only_fs(path) {
+            let conn = readonly::open(path, schema::MIGRATIONS.len() as i64)?;
+            let store = Store {
+                conn,
+                path: path.to_path_buf(),
+                read_only: true,
+            };
+            let report = OpenReport {
+                read_only: true,
+                ..OpenReport::default()
+            };
+            return Ok((store, report));
+        }
         // Only corruption is worth a new file. Anything else (permissions, a
         // missing directory, a newer schema) would come back after the move,
         // or would throw away data that is fine, so it goes to the caller.
@@ -123,6 +160,7 @@ impl Store {
             OpenReport {
                 moved_aside: Some(moved),
                 corruption: Some(reason),
+                read_only: false,
             },
         ))
     }
@@ -151,11 +189,17 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_path_buf(),
+            read_only: false,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Opened for reading only (read-only file system).
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The installed license, if any.
@@ -234,6 +278,11 @@ impl Store {
 
     /// Raises the mark to `now` if `now` is later; returns the mark after.
     pub fn advance_clock_mark(&mut self, now: i64) -> Result<i64, StoreError> {
+        if self.read_only {
+            // Kept in memory by the caller; nothing can be saved, and a
+            // warning every few minutes would say nothing new.
+            return Ok(self.clock_mark()?.max(now));
+        }
         // max() in SQL, in the same statement as the write: a clock moved
         // backwards can never lower the mark, whatever the caller passes.
         let mark = self.conn.query_row(

@@ -105,6 +105,13 @@ impl Env {
         std::fs::write(&self.config, text).unwrap();
     }
 
+    /// Adds `lines` to the config's [api] section.
+    pub fn add_api_settings(&self, lines: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text.replacen("[api]\n", &format!("[api]\n{lines}\n"), 1);
+        std::fs::write(&self.config, text).unwrap();
+    }
+
     pub fn db(&self) -> PathBuf {
         self.state_dir.join("licagent.db")
     }
@@ -151,8 +158,23 @@ impl Env {
         run_with_timeout(cmd)
     }
 
+    /// Runs the CLI as `uid` with exactly the supplementary `groups`
+    /// (primary group `uid` too), as a service with `SupplementaryGroups=`
+    /// or a shell after `setpriv --groups` would.
+    pub fn cli_with_groups(&self, args: &[&str], uid: u32, groups: &[u32]) -> Output {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = command(self.bin_copy().to_str().unwrap());
+        cmd.arg("--config").arg(&self.config).args(args);
+        let groups: Vec<libc::gid_t> = groups.to_vec();
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || drop_to(uid, &groups));
+        }
+        run_with_timeout(cmd)
+    }
+
     /// The licagent binary, copied into this env's folder (mode 0755).
-    fn bin_copy(&self) -> PathBuf {
+    pub fn bin_copy(&self) -> PathBuf {
         let copy = self.dir.path().join("licagent-bin");
         if !copy.exists() {
             std::fs::copy(BIN, &copy).expect("copy the licagent binary");
@@ -197,19 +219,34 @@ pub fn payload_for(components: &[Component]) -> LicensePayload {
     }
 }
 
-/// Spawns `cmd`, retrying while the kernel says "text file busy": a binary
-/// copied for another uid (`bin_copy`) can still be open for writing in a
-/// child that another test thread forked in the meantime, until that child
-/// execs.
-pub fn spawn_retrying(cmd: &mut Command) -> Child {
+/// Becomes `uid` (primary group `uid`) with exactly `groups`: for a test
+/// process or a `pre_exec` hook running as root.
+pub fn drop_to(uid: u32, groups: &[u32]) -> std::io::Result<()> {
+    // SAFETY: plain system calls on values owned here.
+    unsafe {
+        if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+            || libc::setgid(uid) != 0
+            || libc::setuid(uid) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Spawns `cmd`, retrying while the executable is busy: a binary just
+/// copied (`bin_copy`) can still be open for writing in a child that
+/// another test thread forked meanwhile (ETXTBSY until that child execs).
+pub fn spawn(cmd: &mut Command) -> Child {
     let mut tries = 0;
     loop {
         match cmd.spawn() {
-            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && tries < 100 => {
+            Ok(c) => return c,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(20));
             }
-            other => return other.expect("spawn"),
+            Err(e) => panic!("spawn {cmd:?}: {e}"),
         }
     }
 }
@@ -219,7 +256,7 @@ pub fn run_with_timeout(mut cmd: Command) -> Output {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = spawn_retrying(&mut cmd);
+    let mut child = spawn(&mut cmd);
     let start = Instant::now();
     loop {
         if child.try_wait().expect("wait").is_some() {

@@ -293,10 +293,11 @@ impl Agent {
             if !extensions.insert(u.extension.as_str()) {
                 return Err(bad(format!("extension {} appears twice", u.extension)));
             }
-            for code in u.profile.iter().chain(&u.addons).map(|h| h.code.as_str()) {
-                if p.entry(code).is_none() {
-                    return Err(bad(format!("{code} is not in this box's license")));
+            for h in u.profile.iter().chain(&u.addons) {
+                if p.entry(&h.code).is_none() {
+                    return Err(bad(format!("{} is not in this box's license", h.code)));
                 }
+                seats::check_seq(h.seq).map_err(|e| bad(format!("{}: {e}", h.code)))?;
             }
         }
         let audit: Vec<seats::AuditRecord> = export

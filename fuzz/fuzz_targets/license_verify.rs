@@ -1,0 +1,7 @@
+//! cargo-fuzz target `license_verify`: see tests/fuzz_targets/mod.rs.
+#![no_main]
+
+#[path = "../../tests/fuzz_targets/mod.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::license_verify(data));

@@ -1,0 +1,7 @@
+//! cargo-fuzz target `portal_key`: see tests/fuzz_targets/mod.rs.
+#![no_main]
+
+#[path = "../../tests/fuzz_targets/mod.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::portal_key(data));
