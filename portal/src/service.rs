@@ -584,7 +584,10 @@ pub fn deactivate(
         // asks for is true, so say so.
         Signer::Past(_) => {}
     }
-    Ok(DeactivateResponse { released: true })
+    Ok(DeactivateResponse {
+        released: true,
+        stamp: None,
+    })
 }
 
 #[cfg(test)]

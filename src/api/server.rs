@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::auth::{Peer, Policy};
 use super::types::ErrorBody;
-use super::types::{ActivateBody, RequestCodeAnswer, RequestCodeBody, Status};
+use super::types::{ActivateBody, RequestCodeAnswer, RequestCodeBody, Status, TrialBody};
 use crate::config::Config;
 use crate::daemon::agent::{Agent, ImportError, TestModeError};
 use crate::daemon::link::{Link, LinkError};
@@ -152,7 +152,7 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
                     "the license file is not UTF-8 text",
                 );
             };
-            match agent.import(text) {
+            match agent.import(text, query_flag(&query, "replace")) {
                 Ok(_) => json(StatusCode::OK, &status(shared)),
                 Err(e) => {
                     warn!(uid = peer.uid, "license import refused: {e}");
@@ -184,7 +184,10 @@ async fn handle(req: Request<Incoming>, peer: Peer, shared: &Shared) -> Resp {
                 Err(e) => error(link_status(&e), &e.to_string()),
             }
         }
-        Route::Trial => match link.trial(agent).await {
+        Route::Trial => match link
+            .trial(agent, parse::<TrialBody>(&body).unwrap_or_default().replace)
+            .await
+        {
             Ok(_) => json(StatusCode::OK, &status(shared)),
             Err(e) => error(link_status(&e), &e.to_string()),
         },
@@ -309,6 +312,11 @@ fn status(shared: &Shared) -> Status {
     s
 }
 
+/// Whether `name`, `name=1` or `name=true` is in the query string.
+fn query_flag(query: &super::users::Query, name: &str) -> bool {
+    matches!(query.get(name), Some("" | "1" | "true" | "yes"))
+}
+
 pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("the request body is not valid: {e}"))
 }
@@ -338,6 +346,7 @@ fn import_status(e: &ImportError) -> StatusCode {
         | ImportError::Older { .. }
         | ImportError::WrongNonce
         | ImportError::WrongDevice => StatusCode::UNPROCESSABLE_ENTITY,
+        ImportError::OtherSystem { .. } | ImportError::Weaker { .. } => StatusCode::CONFLICT,
         ImportError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -55,6 +55,10 @@ enum Command {
     Import {
         /// The license file, or - for standard input
         file: PathBuf,
+        /// Allow switching the box to another system, or replacing a full
+        /// license with a trial or test one
+        #[arg(long)]
+        replace: bool,
         #[arg(long)]
         json: bool,
     },
@@ -81,6 +85,9 @@ enum Command {
     },
     /// Get this machine's trial license from the portal (once per machine, 3 months)
     Trial {
+        /// Allow the trial to replace a full license installed here
+        #[arg(long)]
+        replace: bool,
         #[arg(long)]
         json: bool,
     },
@@ -176,7 +183,11 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Run => run::run(config, cli.config),
         Command::Status { json } => status::run(&config, json),
-        Command::Import { file, json } => import::run(&config, &file, json),
+        Command::Import {
+            file,
+            replace,
+            json,
+        } => import::run(&config, &file, replace, json),
         Command::Activate { key, rehost, json } => activate::activate(&config, &key, rehost, json),
         Command::Refresh { json } => activate::refresh(&config, json),
         Command::RequestCode { key } => activate::request_code(&config, &key),
@@ -184,7 +195,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Seats { json } => users::seats(&config, json),
         Command::Export { file } => users::export(&config, &file),
         Command::Restore { file } => users::restore(&config, &file),
-        Command::Trial { json } => activate::trial(&config, json),
+        Command::Trial { replace, json } => activate::trial(&config, replace, json),
         Command::Deactivate { json } => activate::deactivate(&config, json),
         Command::TestMode { action, json } => testmode::run(&config, &action, json),
         Command::Hwid {

@@ -8,25 +8,37 @@ use std::sync::Mutex;
 
 use tracing::{error, info, warn};
 
-use crate::api::types::{LicenseSummary, SeatCount, Status, TestMode};
+use crate::api::types::Status;
 use crate::config::Config;
 use crate::hwid::{self, HardwareInfo, HwMatch};
-use crate::license::{self, state, Event, KeyRing, LicenseError, LicensePayload, LicenseState};
+use crate::license::clock::{Anchor, TimeSource, TrustedClock};
+
+use crate::license::{
+    self, state, Event, KeyRing, LicenseError, LicenseKind, LicensePayload, LicenseState,
+};
 use crate::seats::{self, Ledger, LedgerSettings, Limits, OverUse};
 use crate::store::{Store, StoreError, StoredLicense};
 use crate::time;
 
+mod report;
 pub mod users;
 
-/// The clock may lag its own high-water mark by this much before the agent
-/// says so (NTP steps and leap smearing stay quiet).
-const CLOCK_BACK_TOLERANCE_SECS: i64 = 300;
+pub use report::state_word;
 
-/// How often the high-water mark is written to the store at most.
-const CLOCK_MARK_PERSIST_SECS: i64 = 60;
+/// How often trusted time is written to the store while nothing else
+/// changes it: after a reboot it runs on from the last saved value, so a
+/// box that is switched off loses at most this much (never gains).
+const ANCHOR_PERSIST_MS: i64 = 30_000;
+
+/// The setting that keeps the trusted clock's anchor (JSON).
+const ANCHOR_KEY: &str = "clock_anchor";
 
 pub struct Agent {
     inner: Mutex<Inner>,
+    /// Woken whenever a deadline may have changed (a license installed,
+    /// test mode switched, the clock corrected), so that the daemon's
+    /// timer re-plans at once instead of at its next tick.
+    changed: tokio::sync::Notify,
 }
 
 struct Inner {
@@ -36,10 +48,14 @@ struct Inner {
     license: Option<Loaded>,
     state: LicenseState,
     reason: Option<String>,
-    /// The highest time seen; "now" never goes below it.
-    clock_mark: i64,
-    clock_mark_saved: i64,
-    clock_back_warned: bool,
+    /// Trusted time (`crate::license::clock`).
+    clock: TrustedClock,
+    /// The anchor as last saved.
+    anchor_saved: Option<Anchor>,
+    /// The skew warning is logged once per episode.
+    skew_warned: bool,
+    /// The last trusted now, for code that must not read the clock again.
+    last_now: i64,
     /// End of test mode (Unix seconds) while it is on.
     test_until: Option<i64>,
     /// Users and their seats, in step with the store.
@@ -78,6 +94,21 @@ pub enum ImportError {
     WrongNonce,
     #[error("the portal's license names another device key; it was not installed")]
     WrongDevice,
+    #[error("this box holds the license of system {installed_system} ({installed_name}); the file is for system {new_system} ({new_name}). Installing it switches the box to {new_system}: its {users} users stay and are counted against {new_system}'s seats. Run it again with --replace to do that")]
+    OtherSystem {
+        installed_system: String,
+        installed_name: String,
+        new_system: String,
+        new_name: String,
+        users: usize,
+    },
+    #[error("this box holds the full license {installed} of system {system} ({name}); a {new_kind} license would replace it (trial and test licenses have fewer seats and end sooner). Run it again with --replace to do that")]
+    Weaker {
+        installed: String,
+        system: String,
+        name: String,
+        new_kind: String,
+    },
     #[error("the license could not be saved: {0}")]
     Store(#[from] StoreError),
 }
@@ -87,6 +118,10 @@ pub enum ImportError {
 pub struct Expect<'a> {
     pub nonce: &'a str,
     pub device_public_key: &'a str,
+    /// The portal's time from its verified stamp; without one (a portal
+    /// of protocol 1) the license's own issue time, which is signed and
+    /// bound to the same nonce, stands in.
+    pub portal_time: Option<i64>,
 }
 
 /// What a refresh needs to know about the installed license.
@@ -141,7 +176,7 @@ impl Agent {
             error!("trust keys not usable: {e}");
             KeyRing::vendor()
         });
-        let clock_mark = store.clock_mark()?;
+        let anchor = saved_anchor(&store)?;
         let settings = LedgerSettings {
             default_profile: config.seats.default_profile.clone(),
         };
@@ -153,9 +188,10 @@ impl Agent {
             license: None,
             state: LicenseState::Unlicensed,
             reason: Some("no license is installed".to_string()),
-            clock_mark,
-            clock_mark_saved: clock_mark,
-            clock_back_warned: false,
+            clock: TrustedClock::new(anchor.clone()),
+            anchor_saved: anchor,
+            skew_warned: false,
+            last_now: 0,
             test_until: None,
             ledger,
             last_over_use: Vec::new(),
@@ -166,18 +202,51 @@ impl Agent {
             .setting(TEST_MODE_KEY)?
             .and_then(|v| v.parse().ok());
         let now = inner.now();
-        inner.persist_clock_mark(now, true);
         inner.load_current(now)?;
         inner.sync_limits(now);
+        let v = inner.clock.view(&time::reading());
         info!(
             state = ?inner.state,
             hardware_id = %inner.hw.hardware_id,
+            trusted_now = %time::rfc3339(v.trusted),
+            time_source = ?v.source,
             "license state at start: {}",
             state_word(inner.state)
         );
         Ok(Agent {
             inner: Mutex::new(inner),
+            changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Resolves when a deadline may have changed since the last call.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// Tells the daemon's timer to plan again.
+    pub fn wake(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Trusted now, Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.lock().now()
+    }
+
+    /// Trusted now, Unix milliseconds (for timers).
+    pub fn now_ms(&self) -> i64 {
+        self.lock().now_ms()
+    }
+
+    /// A verified portal time (a stamp or a license bound to our nonce):
+    /// trusted time is reset to it, in either direction, and the state
+    /// follows.
+    pub fn portal_time(&self, portal_secs: i64) {
+        let mut inner = self.lock();
+        inner.set_portal_time(portal_secs);
+        drop(inner);
+        self.wake();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -190,6 +259,22 @@ impl Agent {
         let mut inner = self.lock();
         let now = inner.now();
         inner.status(now)
+    }
+
+    /// Refuses a trial on a box that holds a full license, unless `replace`.
+    pub fn check_trial_allowed(&self, replace: bool) -> Result<(), ImportError> {
+        let inner = self.lock();
+        match &inner.license {
+            Some(l) if l.payload.kind == LicenseKind::Full && !replace => {
+                Err(ImportError::Weaker {
+                    installed: l.payload.license_id.clone(),
+                    system: l.payload.system_id.clone(),
+                    name: l.payload.pbx_name.clone(),
+                    new_kind: "trial".into(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn key_ring(&self) -> KeyRing {
@@ -208,61 +293,25 @@ impl Agent {
     }
 
     /// Verifies and installs an armored license file (offline import).
-    pub fn import(&self, text: &str) -> Result<Status, ImportError> {
-        self.accept(text, None)
+    /// Another system's license, or a weaker kind over a full license,
+    /// needs `replace`.
+    pub fn import(&self, text: &str, replace: bool) -> Result<Status, ImportError> {
+        self.accept(text, None, replace)
     }
 
     /// Verifies and installs a license; from the portal it must also answer
-    /// the request (`expect`).
-    pub fn accept(&self, text: &str, expect: Option<Expect<'_>>) -> Result<Status, ImportError> {
-        let mut inner = self.lock();
-        let now = inner.now();
-        let payload = license::verify(text, &inner.ring)?;
-        if let Some(x) = &expect {
-            if payload.nonce.as_deref() != Some(x.nonce) {
-                return Err(ImportError::WrongNonce);
-            }
-            if payload.device_public_key.as_deref() != Some(x.device_public_key) {
-                return Err(ImportError::WrongDevice);
-            }
-        }
-        let validity = license::check(&payload, &inner.hw.components, now)?;
-        if let Some(cur) = &inner.license {
-            if cur.payload.system_id == payload.system_id
-                && payload.issued_at < cur.payload.issued_at
-            {
-                return Err(ImportError::Older {
-                    new: payload.license_id.clone(),
-                    installed: cur.payload.license_id.clone(),
-                });
-            }
-        }
-        let stored = StoredLicense {
-            license_id: payload.license_id.clone(),
-            armored: text.trim().to_string() + "\n",
-            installed_at: now,
-        };
-        inner.store.install_license(&stored)?;
-        inner.store.set_setting(REVOKED_KEY, None)?;
-        inner.persist_clock_mark(now, true);
-        info!(
-            license_id = %payload.license_id,
-            system_id = %payload.system_id,
-            kind = ?payload.kind,
-            "license installed"
-        );
-        let kind = payload.kind;
-        inner.license = Some(Loaded {
-            payload,
-            stored,
-            hw: validity.hardware,
-        });
-        inner.apply(Event::Installed(kind), None);
-        // A license installed late may already be in grace.
-        inner.apply_time_events(now);
-        // New seats take effect now, even when the state stayed the same.
-        inner.sync_limits(now);
-        Ok(inner.status(now))
+    /// the request (`expect`), and its time resets trusted time.
+    pub fn accept(
+        &self,
+        text: &str,
+        expect: Option<Expect<'_>>,
+        replace: bool,
+    ) -> Result<Status, ImportError> {
+        let result = self.lock().accept(text, expect, replace);
+        // The deadlines may have moved even when the license was refused
+        // (the portal's time was taken).
+        self.wake();
+        result
     }
 
     /// The installed license, when it is one the portal keeps fresh.
@@ -295,9 +344,11 @@ impl Agent {
         let text = format!("the portal revoked this license: {reason}");
         inner.store.set_setting(REVOKED_KEY, Some(&text))?;
         if inner.apply(Event::Revoked, Some(text)) {
-            let now = inner.clock_mark;
+            let now = inner.last_now;
             inner.sync_limits(now);
         }
+        drop(inner);
+        self.wake();
         Ok(())
     }
 
@@ -316,7 +367,10 @@ impl Agent {
         inner.test_until = Some(until);
         info!(until = %time::rfc3339(until), "test mode started: everything unlocked, no seat limits");
         inner.sync_limits(now);
-        Ok(inner.status(now))
+        let status = inner.status(now);
+        drop(inner);
+        self.wake();
+        Ok(status)
     }
 
     /// Ends test mode now.
@@ -327,7 +381,10 @@ impl Agent {
             return Err(TestModeError::NotOn);
         }
         inner.end_test_mode("stopped");
-        Ok(inner.status(now))
+        let status = inner.status(now);
+        drop(inner);
+        self.wake();
+        Ok(status)
     }
 
     /// Removes the installed license (after the portal released the
@@ -343,7 +400,10 @@ impl Agent {
             Some("the license was deactivated on this box".into()),
         );
         inner.sync_limits(now);
-        Ok(inner.status(now))
+        let status = inner.status(now);
+        drop(inner);
+        self.wake();
+        Ok(status)
     }
 
     /// Applies whatever the passing of time implies; called by the daemon's
@@ -351,7 +411,6 @@ impl Agent {
     pub fn tick(&self) -> LicenseState {
         let mut inner = self.lock();
         let now = inner.now();
-        inner.persist_clock_mark(now, false);
         if inner.apply_time_events(now) {
             inner.sync_limits(now);
         }
@@ -368,31 +427,28 @@ impl Agent {
         let now = inner.now();
         inner.load_current(now)?;
         inner.sync_limits(now);
+        drop(inner);
+        self.wake();
         Ok(())
     }
 
-    /// Seconds until the next time-driven state change, if any (for timers).
-    pub fn next_deadline(&self) -> Option<i64> {
+    /// Milliseconds until the next time-driven change (refresh due, grace
+    /// end, term end, test mode end), if any, for the daemon's timer.
+    pub fn next_deadline_ms(&self) -> Option<i64> {
         let mut inner = self.lock();
-        let now = inner.now();
+        let now = inner.now_ms();
         let mut times: Vec<i64> = inner.test_until.into_iter().collect();
-        let Some(l) = &inner.license else {
-            return times
-                .into_iter()
-                .filter(|t| *t > now)
-                .min()
-                .map(|t| t - now);
-        };
-        let p = &l.payload;
-        if let Some(due) = p.refresh_due {
-            times.push(due);
-            times.push(due.saturating_add(p.grace_secs));
-        }
-        if let Some(end) = p.term.ends_at {
-            times.push(end);
+        if let Some(l) = &inner.license {
+            let p = &l.payload;
+            if let Some(due) = p.refresh_due {
+                times.push(due);
+                times.push(due.saturating_add(p.grace_secs));
+            }
+            times.extend(p.term.ends_at);
         }
         times
             .into_iter()
+            .map(|t| t.saturating_mul(1000))
             .filter(|t| *t > now)
             .min()
             .map(|t| t - now)
@@ -400,31 +456,191 @@ impl Agent {
 }
 
 impl Inner {
-    /// Wall-clock time, never below the high-water mark.
+    /// Trusted now, Unix seconds.
     fn now(&mut self) -> i64 {
-        let wall = time::now();
-        if wall >= self.clock_mark {
-            self.clock_mark = wall;
-            self.clock_back_warned = false;
-        } else if self.clock_mark - wall > CLOCK_BACK_TOLERANCE_SECS && !self.clock_back_warned {
-            warn!(
-                clock = %time::rfc3339(wall),
-                high_water = %time::rfc3339(self.clock_mark),
-                "the system clock is behind the latest time this agent has seen; license times use the latter"
-            );
-            self.clock_back_warned = true;
-        }
-        self.clock_mark
+        self.now_ms().div_euclid(1000)
     }
 
-    fn persist_clock_mark(&mut self, now: i64, force: bool) {
-        if !force && now - self.clock_mark_saved < CLOCK_MARK_PERSIST_SECS {
+    /// Trusted now, Unix milliseconds; saves the anchor when it moved and
+    /// logs a skew beyond the threshold once.
+    fn now_ms(&mut self) -> i64 {
+        let r = time::reading();
+        let now = self.clock.now_ms(&r);
+        self.last_now = now.div_euclid(1000);
+        self.persist_anchor(&r, false);
+        let v = self.clock.view(&r);
+        match (&v.warning, self.skew_warned) {
+            (Some(w), false) => {
+                warn!(
+                    wall_clock = %time::rfc3339(v.wall),
+                    trusted_now = %time::rfc3339(v.trusted),
+                    offset_secs = v.offset,
+                    "{w}"
+                );
+                self.skew_warned = true;
+            }
+            (None, true) => self.skew_warned = false,
+            _ => {}
+        }
+        now
+    }
+
+    /// Writes the anchor when its source or boot changed, when `force`, or
+    /// every [`ANCHOR_PERSIST_MS`] (as a fresh anchor at this reading, which
+    /// within one boot says the same).
+    fn persist_anchor(&mut self, r: &crate::license::clock::Reading, force: bool) {
+        let Some(cur) = self.clock.anchor().cloned() else {
+            return;
+        };
+        let due = match &self.anchor_saved {
+            None => true,
+            // A new source, a correction or a reboot is saved at once;
+            // the steady run of time (and the wall clock followed forward
+            // while nothing is trusted) every ANCHOR_PERSIST_MS.
+            Some(saved) => {
+                force
+                    || saved.source != cur.source
+                    || saved.source_at != cur.source_at
+                    || saved.boot_id != cur.boot_id
+                    || r.boot_ms.saturating_sub(saved.boot_ms) >= ANCHOR_PERSIST_MS
+                    || r.boot_ms < saved.boot_ms
+            }
+        };
+        if !due {
             return;
         }
-        match self.store.advance_clock_mark(now) {
-            Ok(saved) => self.clock_mark_saved = saved,
-            Err(e) => warn!("cannot save the clock high-water mark: {e}"),
+        self.clock.rebase(r);
+        let Some(anchor) = self.clock.anchor().cloned() else {
+            return;
+        };
+        let json = serde_json::to_string(&anchor).unwrap_or_default();
+        match self.store.set_setting(ANCHOR_KEY, Some(&json)) {
+            Ok(()) => self.anchor_saved = Some(anchor),
+            Err(e) => warn!("cannot save trusted time: {e}"),
         }
+    }
+
+    /// Takes a verified portal time and re-derives the state from the
+    /// license's own times: a forward jump the portal undid must not leave
+    /// the box expired.
+    fn set_portal_time(&mut self, portal_secs: i64) {
+        let r = time::reading();
+        let before = self.clock.now(&r);
+        self.clock.set_portal(&r, portal_secs);
+        self.persist_anchor(&r, true);
+        if (before - portal_secs).abs() > crate::license::clock::SKEW_WARN_SECS {
+            info!(
+                was = %time::rfc3339(before),
+                now = %time::rfc3339(portal_secs),
+                "trusted time corrected by the portal"
+            );
+        }
+        let now = self.now();
+        self.rederive(now);
+        self.sync_limits(now);
+    }
+
+    /// The state from the license's times at `now`, unless a verdict that
+    /// time cannot change stands (revoked, unlicensed).
+    fn rederive(&mut self, now: i64) {
+        if matches!(self.state, LicenseState::Revoked | LicenseState::Unlicensed) {
+            return;
+        }
+        let Some(l) = &self.license else { return };
+        let next = state::state_at(&l.payload, now);
+        if next != self.state {
+            let reason = self.reason_for(next, now, None);
+            self.set_state(next, reason);
+        }
+    }
+
+    fn accept(
+        &mut self,
+        text: &str,
+        expect: Option<Expect<'_>>,
+        replace: bool,
+    ) -> Result<Status, ImportError> {
+        let payload = license::verify(text, &self.ring)?;
+        if let Some(x) = &expect {
+            if payload.nonce.as_deref() != Some(x.nonce) {
+                return Err(ImportError::WrongNonce);
+            }
+            if payload.device_public_key.as_deref() != Some(x.device_public_key) {
+                return Err(ImportError::WrongDevice);
+            }
+            // Signed and bound to our nonce: the portal's time, the truth.
+            self.set_portal_time(x.portal_time.unwrap_or(payload.issued_at));
+        }
+        // A license file says it is at least its issue time (the floor is
+        // taken once it is installed).
+        let now = self.now().max(payload.issued_at);
+        let validity = license::check(&payload, &self.hw.components, now)?;
+        if let Some(cur) = &self.license {
+            let p = &cur.payload;
+            if p.system_id == payload.system_id && payload.issued_at < p.issued_at {
+                return Err(ImportError::Older {
+                    new: payload.license_id.clone(),
+                    installed: p.license_id.clone(),
+                });
+            }
+            // Nothing is switched or downgraded without being asked; an
+            // expired or revoked license is no longer worth protecting.
+            let protect = !matches!(self.state, LicenseState::Unlicensed);
+            if protect && !replace && p.kind == LicenseKind::Full {
+                if p.system_id != payload.system_id {
+                    return Err(ImportError::OtherSystem {
+                        installed_system: p.system_id.clone(),
+                        installed_name: p.pbx_name.clone(),
+                        new_system: payload.system_id.clone(),
+                        new_name: payload.pbx_name.clone(),
+                        users: self.ledger.len(),
+                    });
+                }
+                if payload.kind != LicenseKind::Full {
+                    return Err(ImportError::Weaker {
+                        installed: p.license_id.clone(),
+                        system: p.system_id.clone(),
+                        name: p.pbx_name.clone(),
+                        new_kind: report::kind_word(payload.kind).into(),
+                    });
+                }
+            }
+        }
+        let stored = StoredLicense {
+            license_id: payload.license_id.clone(),
+            armored: text.trim().to_string() + "\n",
+            installed_at: now,
+        };
+        self.store.install_license(&stored)?;
+        self.store.set_setting(REVOKED_KEY, None)?;
+        if expect.is_none() {
+            let r = time::reading();
+            if self.clock.floor(&r, payload.issued_at) {
+                info!(
+                    now = %time::rfc3339(payload.issued_at),
+                    "trusted time moved forward to the license file's issue time"
+                );
+                self.persist_anchor(&r, true);
+            }
+        }
+        info!(
+            license_id = %payload.license_id,
+            system_id = %payload.system_id,
+            kind = ?payload.kind,
+            "license installed"
+        );
+        let kind = payload.kind;
+        self.license = Some(Loaded {
+            payload,
+            stored,
+            hw: validity.hardware,
+        });
+        self.apply(Event::Installed(kind), None);
+        // A license installed late may already be in grace.
+        self.apply_time_events(now);
+        // New seats take effect now, even when the state stayed the same.
+        self.sync_limits(now);
+        Ok(self.status(now))
     }
 
     /// Reads the current license from the store and derives the state from
@@ -498,7 +714,7 @@ impl Inner {
     fn apply(&mut self, event: Event, reason: Option<String>) -> bool {
         match state::transition(self.state, event) {
             Some(next) => {
-                let now = self.clock_mark;
+                let now = self.last_now;
                 let reason = reason.or_else(|| self.reason_for(next, now, None));
                 let changed = next != self.state;
                 self.set_state(next, reason);
@@ -573,7 +789,7 @@ impl Inner {
         }
         self.test_until = None;
         info!(back_to = state_word(self.state), "test mode ended: {why}");
-        let now = self.clock_mark;
+        let now = self.last_now;
         self.sync_limits(now);
     }
 
@@ -618,102 +834,28 @@ impl Inner {
         }
         self.last_over_use = over;
     }
+}
 
-    fn status(&self, now: i64) -> Status {
-        let license = self
-            .license
-            .as_ref()
-            .map(|l| summary(l, self.state, now, &self.ledger));
-        let test_until = self.test_mode_on(now);
-        let state = self.reported_state(now);
-        let reason = match test_until {
-            Some(until) => Some(format!(
-                "test mode: everything unlocked, no seat limits, until {}",
-                time::rfc3339(until)
-            )),
-            None => self.reason.clone(),
-        };
-        Status {
-            state,
-            licensed: state.is_licensed(),
-            reason,
-            test_mode: test_until.map(|until| TestMode {
-                ends_at: time::rfc3339(until),
-                left_secs: until - now,
-            }),
-            hardware_id: self.hw.hardware_id.clone(),
-            hardware_warnings: self.hw.warnings.clone(),
-            license,
-            refresh: None,
+/// The saved anchor of trusted time. A store from before trusted time has
+/// only a high-water mark: it becomes an anchor carried over a reboot, so
+/// time runs on from it and never below it.
+fn saved_anchor(store: &Store) -> Result<Option<Anchor>, StoreError> {
+    if let Some(json) = store.setting(ANCHOR_KEY)? {
+        match serde_json::from_str(&json) {
+            Ok(a) => return Ok(Some(a)),
+            Err(e) => {
+                warn!("the saved trusted time is damaged ({e}); starting from the high-water mark")
+            }
         }
     }
-}
-
-fn summary(l: &Loaded, state: LicenseState, now: i64, ledger: &Ledger) -> LicenseSummary {
-    let counts: std::collections::HashMap<String, seats::SeatSummary> = ledger
-        .summary()
-        .into_iter()
-        .map(|s| (s.code.clone(), s))
-        .collect();
-    let p = &l.payload;
-    let grace_end = p.refresh_due.map(|d| d.saturating_add(p.grace_secs));
-    let mut changed: Vec<_> =
-        l.hw.missing
-            .iter()
-            .chain(&l.hw.added)
-            .map(|c| c.kind)
-            .collect();
-    changed.sort();
-    changed.dedup();
-    LicenseSummary {
-        license_id: p.license_id.clone(),
-        system_id: p.system_id.clone(),
-        pbx_name: p.pbx_name.clone(),
-        kind: p.kind,
-        bound_hardware_id: p.hardware_id.clone(),
-        hardware_match: l.hw.verdict,
-        hardware_changed: changed,
-        issued_at: time::rfc3339(p.issued_at),
-        term: p.term.kind,
-        expires_at: p.term.ends_at.map(time::rfc3339),
-        refresh_due: p.refresh_due.map(time::rfc3339),
-        grace_ends: grace_end.map(time::rfc3339),
-        grace_left_secs: match (state, grace_end) {
-            (LicenseState::Grace, Some(end)) => Some((end - now).max(0)),
-            _ => None,
-        },
-        enforcement: p.enforcement,
-        seats: p
-            .seats
-            .iter()
-            .map(|(k, v)| {
-                let c = counts.get(k);
-                let used = c.map_or(0, |c| c.used);
-                let count = SeatCount {
-                    purchased: *v,
-                    used,
-                    free: v.saturating_sub(used),
-                    over: c.map_or(0, |c| c.over),
-                };
-                (k.clone(), count)
-            })
-            .collect(),
-        addons: p.addons.clone(),
-        installed_at: time::rfc3339(l.stored.installed_at),
-    }
-}
-
-/// One word for people and logs.
-pub fn state_word(s: LicenseState) -> &'static str {
-    match s {
-        LicenseState::Unlicensed => "unlicensed",
-        LicenseState::Active => "active",
-        LicenseState::Grace => "grace",
-        LicenseState::Expired => "expired",
-        LicenseState::Revoked => "revoked",
-        LicenseState::Trial => "trial",
-        LicenseState::Test => "test",
-    }
+    let mark = store.clock_mark()?;
+    Ok((mark > 0).then(|| Anchor {
+        trusted_ms: mark.saturating_mul(1000),
+        boot_ms: 0,
+        boot_id: "before-trusted-time".into(),
+        source: TimeSource::Boot,
+        source_at: mark,
+    }))
 }
 
 /// Reads the hardware; a machine where nothing can be read still runs the
