@@ -301,7 +301,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         .ok()
         .and_then(|n| n.nonce)
         .filter(|n| wire::nonce_is_valid(n));
-    let now = licagent::time::now();
+    let now_ms = licagent::time::now_ms();
+    let now = now_ms.div_euclid(1000);
     let signer = state.clone();
     let result = tokio::task::spawn_blocking(move || {
         dispatch(
@@ -321,6 +322,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
                 &wire::Stamp {
                     nonce: n.clone(),
                     now,
+                    now_ms: Some(now_ms),
                     code,
                 },
                 &signer.key,

@@ -118,10 +118,10 @@ pub enum ImportError {
 pub struct Expect<'a> {
     pub nonce: &'a str,
     pub device_public_key: &'a str,
-    /// The portal's time from its verified stamp; without one (a portal
-    /// of protocol 1) the license's own issue time, which is signed and
-    /// bound to the same nonce, stands in.
-    pub portal_time: Option<i64>,
+    /// The portal's time (milliseconds) from its verified stamp; without
+    /// one (a portal of protocol 1) the license's own issue time, which is
+    /// signed and bound to the same nonce, stands in.
+    pub portal_time_ms: Option<i64>,
 }
 
 /// What a refresh needs to know about the installed license.
@@ -242,9 +242,9 @@ impl Agent {
     /// A verified portal time (a stamp or a license bound to our nonce):
     /// trusted time is reset to it, in either direction, and the state
     /// follows.
-    pub fn portal_time(&self, portal_secs: i64) {
+    pub fn portal_time(&self, portal_ms: i64) {
         let mut inner = self.lock();
-        inner.set_portal_time(portal_secs);
+        inner.set_portal_time(portal_ms);
         drop(inner);
         self.wake();
     }
@@ -523,11 +523,12 @@ impl Inner {
     /// Takes a verified portal time and re-derives the state from the
     /// license's own times: a forward jump the portal undid must not leave
     /// the box expired.
-    fn set_portal_time(&mut self, portal_secs: i64) {
+    fn set_portal_time(&mut self, portal_ms: i64) {
         let r = time::reading();
         let before = self.clock.now(&r);
-        self.clock.set_portal(&r, portal_secs);
+        self.clock.set_portal(&r, portal_ms);
         self.persist_anchor(&r, true);
+        let portal_secs = portal_ms.div_euclid(1000);
         if (before - portal_secs).abs() > crate::license::clock::SKEW_WARN_SECS {
             info!(
                 was = %time::rfc3339(before),
@@ -569,7 +570,10 @@ impl Inner {
                 return Err(ImportError::WrongDevice);
             }
             // Signed and bound to our nonce: the portal's time, the truth.
-            self.set_portal_time(x.portal_time.unwrap_or(payload.issued_at));
+            self.set_portal_time(
+                x.portal_time_ms
+                    .unwrap_or(payload.issued_at.saturating_mul(1000)),
+            );
         }
         // A license file says it is at least its issue time (the floor is
         // taken once it is installed).

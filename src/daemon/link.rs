@@ -173,7 +173,7 @@ impl Link {
     fn take_stamp(&self, agent: &Agent, stamp: Option<&SignedStamp>, nonce: &str) -> Option<i64> {
         match stamp?.verify_for(&agent.key_ring(), nonce) {
             Ok(s) => {
-                agent.portal_time(s.now);
+                agent.portal_time(s.millis());
                 Some(s.now)
             }
             Err(e) => {
@@ -192,17 +192,17 @@ impl Link {
         device: &str,
         replace: bool,
     ) -> Result<Status, ImportError> {
-        let portal_time = resp
+        let portal_time_ms = resp
             .stamp
             .as_ref()
             .and_then(|s| s.verify_for(&agent.key_ring(), nonce).ok())
-            .map(|s| s.now);
+            .map(|s| s.millis());
         agent.accept(
             &resp.license,
             Some(Expect {
                 nonce,
                 device_public_key: device,
-                portal_time,
+                portal_time_ms,
             }),
             replace,
         )
@@ -292,7 +292,7 @@ impl Link {
             .await
         {
             Ok(resp) => {
-                self.take_stamp(agent, resp.stamp.as_ref(), &nonce);
+                // `install` takes the stamp's time before it checks.
                 self.install(agent, &resp, &nonce, &device, false)
                     .map_err(|e| (LinkError::from(e), true))
             }

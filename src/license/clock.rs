@@ -164,10 +164,10 @@ impl TrustedClock {
         self.now_ms(r).div_euclid(1000)
     }
 
-    /// A verified portal time: the truth, in both directions.
-    pub fn set_portal(&mut self, r: &Reading, portal_secs: i64) {
-        let ms = portal_secs.saturating_mul(1000);
-        self.set(r, ms, TimeSource::Portal, portal_secs);
+    /// A verified portal time (milliseconds): the truth, in both
+    /// directions.
+    pub fn set_portal(&mut self, r: &Reading, portal_ms: i64) {
+        self.set(r, portal_ms, TimeSource::Portal, portal_ms.div_euclid(1000));
     }
 
     /// A verified license file says it is at least `secs`; true when that
@@ -242,7 +242,7 @@ mod tests {
 
     fn portal_clock() -> TrustedClock {
         let mut c = TrustedClock::new(None);
-        c.set_portal(&r(T0, 1000, "b1"), T0 / 1000);
+        c.set_portal(&r(T0, 1000, "b1"), T0);
         c
     }
 
@@ -281,9 +281,9 @@ mod tests {
         let mut c = TrustedClock::new(None);
         // A board that believed it was 400 days later.
         c.now_ms(&r(T0 + 400 * 86_400_000, 0, "b1"));
-        c.set_portal(&r(T0 + 400 * 86_400_000, 10, "b1"), T0 / 1000);
+        c.set_portal(&r(T0 + 400 * 86_400_000, 10, "b1"), T0);
         assert_eq!(c.now_ms(&r(T0 + 400 * 86_400_000, 1010, "b1")), T0 + 1000);
-        c.set_portal(&r(0, 2000, "b1"), T0 / 1000 + 60);
+        c.set_portal(&r(0, 2000, "b1"), T0 + 60_000);
         assert_eq!(c.now(&r(0, 2000, "b1")), T0 / 1000 + 60);
     }
 

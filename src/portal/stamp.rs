@@ -22,6 +22,10 @@ pub struct Stamp {
     pub nonce: String,
     /// Unix seconds on the portal's clock.
     pub now: i64,
+    /// The same to the millisecond, so that deadlines land within a
+    /// second of their time on the agent.
+    #[serde(default)]
+    pub now_ms: Option<i64>,
     #[serde(default)]
     pub code: Option<ErrorCode>,
 }
@@ -51,6 +55,17 @@ fn message(statement: &[u8]) -> Vec<u8> {
     msg.extend_from_slice(STAMP_CONTEXT);
     msg.extend_from_slice(statement);
     msg
+}
+
+impl Stamp {
+    /// The portal's time in milliseconds (from `now` when `now_ms` is
+    /// missing or disagrees with it).
+    pub fn millis(&self) -> i64 {
+        match self.now_ms {
+            Some(ms) if ms.div_euclid(1000) == self.now => ms,
+            _ => self.now.saturating_mul(1000),
+        }
+    }
 }
 
 impl SignedStamp {
@@ -105,6 +120,7 @@ mod tests {
         let stamp = Stamp {
             nonce: nonce.clone(),
             now: 1_800_000_000,
+            now_ms: Some(1_800_000_000_123),
             code: Some(ErrorCode::StaleRequest),
         };
         let signed = SignedStamp::sign(&stamp, &key);
@@ -123,6 +139,7 @@ mod tests {
         let stamp = Stamp {
             nonce: nonce.clone(),
             now: 1_800_000_000,
+            now_ms: None,
             code: None,
         };
         let mut signed = SignedStamp::sign(&stamp, &key);
