@@ -578,14 +578,49 @@ fn pbx(data: &Path, cmd: PbxCommand, out: Output) -> Result<(), CliError> {
         PbxCommand::Show { serial } => {
             let p = db.pbx(&serial)?;
             let usage = service::rehost_usage(&db, &serial, &db.settings()?, now)?;
+            let duplicate = db.duplicate(&serial)?;
+            let sightings = db.sightings(&serial)?;
             if out.json {
                 let mut v = pbx_json(&p, &usage, true);
                 v["licenses_issued"] = json!(db.licenses_issued(&serial)?);
+                v["duplicate"] = json!(duplicate.as_ref().map(|d| json!({
+                    "hardware_id": d.hardware_id,
+                    "kept_hardware_id": d.kept_hardware_id,
+                    "detected_at": d.detected_at,
+                    "last_at": d.last_at,
+                    "attempts": d.attempts,
+                })));
+                v["seen_from"] = json!(sightings
+                    .iter()
+                    .map(|s| json!({
+                        "hardware_id": s.hardware_id,
+                        "first_at": s.first_at,
+                        "last_at": s.last_at,
+                    }))
+                    .collect::<Vec<_>>());
                 println!("{v:#}");
             } else {
                 println!("{}", pbx_text(&p, &usage));
                 if let Ok(key) = PortalKey::parse(&p.key) {
                     println!("key:          {key}");
+                }
+                if let Some(d) = &duplicate {
+                    println!(
+                        "DUPLICATE:    box {} refused since {} ({} attempts, last {}); {} keeps the license; a rehost settles it",
+                        short(&d.hardware_id),
+                        order::when(d.detected_at),
+                        d.attempts,
+                        order::when(d.last_at),
+                        short(&d.kept_hardware_id)
+                    );
+                }
+                for s in &sightings {
+                    println!(
+                        "seen from:    {} {} .. {}",
+                        short(&s.hardware_id),
+                        order::when(s.first_at),
+                        order::when(s.last_at)
+                    );
                 }
                 for h in db.history(&serial)? {
                     println!(

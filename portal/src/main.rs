@@ -2,6 +2,7 @@
 //! command line, hands over to [`cli::run`] and maps failure to exit code 1.
 
 mod cli;
+mod clones;
 mod db;
 mod order;
 mod server;

@@ -13,6 +13,7 @@ use licagent::portal::wire::{
     RefreshRequest, Revocation, SignedRevocation, TrialRequest, MAX_CLOCK_SKEW_SECS,
 };
 
+use crate::clones::{self, Duplicate};
 use crate::db::{Binding, Db, DbError, Pbx, Settings, TrialDownload, REASON_REHOSTED};
 use crate::order;
 
@@ -315,6 +316,20 @@ pub fn activate(
         bound_at,
     };
     db.bind(&pbx.serial, &binding)?;
+    // A rehost settles which box holds the license; so does activating
+    // the box that was kept.
+    let moved = pbx
+        .binding
+        .as_ref()
+        .is_some_and(|b| b.hardware_id != req.hardware_id);
+    if moved
+        || db
+            .duplicate(&pbx.serial)?
+            .is_some_and(|d| d.kept_hardware_id == req.hardware_id)
+    {
+        db.clear_duplicate(&pbx.serial)?;
+    }
+    db.sight(&pbx.serial, &req.hardware_id, &req.device_public_key, now)?;
     issue(db, issuer, &pbx, &binding, &req.nonce, now)
 }
 
@@ -422,6 +437,9 @@ enum Signer {
     Current(Binding),
     /// A device whose binding was released; it learns it is revoked.
     Past(crate::db::PastBinding),
+    /// A device key this system was seen with that a re-activation on the
+    /// same hardware replaced: another box, if it is still in use.
+    Replaced(crate::clones::Sighting),
 }
 
 fn authenticate(db: &Db, pbx: &Pbx, body: &[u8], sig: Option<&str>) -> Result<Signer, ApiError> {
@@ -444,6 +462,12 @@ fn authenticate(db: &Db, pbx: &Pbx, body: &[u8], sig: Option<&str>) -> Result<Si
     for past in db.history(&pbx.serial)? {
         if verifies(&past.device_public_key) {
             return Ok(Signer::Past(past));
+        }
+    }
+    let current = pbx.binding.as_ref().map(|b| b.device_public_key.as_str());
+    for seen in db.sightings(&pbx.serial)? {
+        if Some(seen.device_public_key.as_str()) != current && verifies(&seen.device_public_key) {
+            return Ok(Signer::Replaced(seen));
         }
     }
     Err(ApiError::new(
@@ -509,6 +533,80 @@ fn past_revocation(
     )
 }
 
+fn not_registered(serial: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::BadSignature,
+        format!("the request is not signed by the device registered for {serial}"),
+    )
+}
+
+/// The refusal of the box that lost the duplicate rule.
+fn duplicate_error(serial: &str, kept: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Duplicate,
+        format!(
+            "this license ({serial}) is in use on another box (hardware {}); move it here with `licagent activate KEY --rehost`",
+            short_id(kept)
+        ),
+    )
+}
+
+fn short_id(hw: &str) -> &str {
+    hw.get(..16).unwrap_or(hw)
+}
+
+/// The duplicate rule (`crate::clones`) for a refresh from `hardware_id`
+/// signed by the bound device's key.
+fn check_duplicate(
+    db: &Db,
+    serial: &str,
+    binding: &Binding,
+    hardware_id: &str,
+    now: i64,
+    window: i64,
+) -> Result<(), ApiError> {
+    if let Some(d) = db.duplicate(serial)? {
+        if d.hardware_id == hardware_id && d.device_public_key == binding.device_public_key {
+            db.duplicate_attempt(serial, now)?;
+            return Err(duplicate_error(serial, &d.kept_hardware_id));
+        }
+    }
+    let seen = db.sightings(serial)?;
+    match clones::judge(&seen, &binding.hardware_id, hardware_id, now, window) {
+        clones::Verdict::Fine => Ok(()),
+        clones::Verdict::KeepThis { refused } => {
+            tracing::warn!(serial, kept = hardware_id, refused = %refused.hardware_id, "duplicate: two boxes refresh one system");
+            db.mark_duplicate(
+                serial,
+                &Duplicate {
+                    hardware_id: refused.hardware_id,
+                    device_public_key: binding.device_public_key.clone(),
+                    kept_hardware_id: hardware_id.to_string(),
+                    detected_at: now,
+                    last_at: refused.last_at,
+                    attempts: 0,
+                },
+            )?;
+            Ok(())
+        }
+        clones::Verdict::RefuseThis { kept } => {
+            tracing::warn!(serial, kept = %kept, refused = hardware_id, "duplicate: two boxes refresh one system");
+            db.mark_duplicate(
+                serial,
+                &Duplicate {
+                    hardware_id: hardware_id.to_string(),
+                    device_public_key: binding.device_public_key.clone(),
+                    kept_hardware_id: kept.clone(),
+                    detected_at: now,
+                    last_at: now,
+                    attempts: 1,
+                },
+            )?;
+            Err(duplicate_error(serial, &kept))
+        }
+    }
+}
+
 /// `/v1/refresh`: `body` is the exact bytes that were signed.
 pub fn refresh(
     db: &Db,
@@ -524,9 +622,32 @@ pub fn refresh(
         .ok_or_else(|| unknown_system(&req.system_id))?;
     let signer = authenticate(db, &pbx, body, sig)?;
     check_fresh(db, &pbx.serial, &req.nonce, req.sent_at, now)?;
+    let window = db.settings()?.duplicate_window_secs;
     let binding = match signer {
         Signer::Past(past) => return Err(past_revocation(issuer, &pbx.serial, &past, &req.nonce)),
         Signer::Current(b) => b,
+        Signer::Replaced(seen) => {
+            let Some(bound) = pbx.binding.as_ref() else {
+                return Err(not_registered(&pbx.serial));
+            };
+            // An old key from long ago is just not registered any more.
+            if now.saturating_sub(seen.last_at) > window {
+                return Err(not_registered(&pbx.serial));
+            }
+            db.mark_duplicate(
+                &pbx.serial,
+                &Duplicate {
+                    hardware_id: req.hardware_id.clone(),
+                    device_public_key: seen.device_public_key.clone(),
+                    kept_hardware_id: bound.hardware_id.clone(),
+                    detected_at: now,
+                    last_at: now,
+                    attempts: 1,
+                },
+            )?;
+            db.sight(&pbx.serial, &req.hardware_id, &seen.device_public_key, now)?;
+            return Err(duplicate_error(&pbx.serial, &bound.hardware_id));
+        }
     };
     if let Some(r) = &pbx.revoked {
         return Err(revoked_error(
@@ -542,6 +663,13 @@ pub fn refresh(
         ));
     }
     check_hardware(&req.hardware_id, &req.components)?;
+    check_duplicate(db, &pbx.serial, &binding, &req.hardware_id, now, window)?;
+    db.sight(
+        &pbx.serial,
+        &req.hardware_id,
+        &binding.device_public_key,
+        now,
+    )?;
     // The device key proves the machine; its hardware may have drifted
     // (a NIC swapped), and the new license describes it as it is now.
     db.record_refresh(
@@ -583,6 +711,8 @@ pub fn deactivate(
         // Released already (moved or deactivated before): what the device
         // asks for is true, so say so.
         Signer::Past(_) => {}
+        // A replaced key cannot release the binding of the box that holds it.
+        Signer::Replaced(_) => return Err(not_registered(&pbx.serial)),
     }
     Ok(DeactivateResponse {
         released: true,
