@@ -19,7 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::order;
 
 /// Schema version in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE customers (
@@ -368,6 +368,9 @@ impl Db {
             }
             if version < 3 {
                 tx.execute_batch(crate::clones::SCHEMA_V3)?;
+            }
+            if version < 4 {
+                tx.execute_batch(crate::sessions::SCHEMA_V4)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;

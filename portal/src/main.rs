@@ -7,6 +7,7 @@ mod db;
 mod order;
 mod server;
 mod service;
+mod sessions;
 mod tls;
 
 use clap::Parser;

@@ -389,6 +389,7 @@ fn dispatch(
 ) -> Result<Answer, ApiError> {
     let throwaway;
     let mut issuer = Issuer::new(&state.key);
+    issuer.protocol = protocol;
     match fault {
         Fault::UnknownSigner => {
             throwaway = SigningKey::try_generate()

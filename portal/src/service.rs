@@ -80,6 +80,9 @@ pub struct Issuer<'a> {
     pub portal_key: &'a SigningKey,
     /// Put this nonce into licenses instead of the request's.
     pub nonce_override: Option<String>,
+    /// The protocol version of the requesting agent: fields that agents
+    /// of version 1 would refuse (the test mode policy) go only to newer ones.
+    pub protocol: u32,
 }
 
 impl<'a> Issuer<'a> {
@@ -88,6 +91,7 @@ impl<'a> Issuer<'a> {
             license_key: key,
             portal_key: key,
             nonce_override: None,
+            protocol: wire::PROTOCOL_VERSION,
         }
     }
 }
@@ -145,6 +149,11 @@ fn issue(
 ) -> Result<String, ApiError> {
     let settings = db.settings()?;
     let license_id = order::new_license_id()?;
+    let test_mode = if issuer.protocol >= 2 {
+        db.test_policy(&pbx.serial)?
+    } else {
+        None
+    };
     let payload = LicensePayload {
         format: license::payload::PAYLOAD_FORMAT,
         license_id: license_id.clone(),
@@ -168,6 +177,7 @@ fn issue(
                 .clone()
                 .unwrap_or_else(|| nonce.to_string()),
         ),
+        test_mode,
     };
     let armored = license::sign(&payload, issuer.license_key);
     db.record_license(&license_id, &pbx.serial, &binding.hardware_id, now)?;
@@ -413,6 +423,7 @@ pub fn trial(
                 .clone()
                 .unwrap_or_else(|| req.nonce.clone()),
         ),
+        test_mode: None,
     };
     // Recorded before it is handed out: a download the portal forgot would
     // let the machine start its trial again.
@@ -670,6 +681,7 @@ pub fn refresh(
         &binding.device_public_key,
         now,
     )?;
+    db.record_test_sessions(&pbx.serial, &req.test_sessions, now)?;
     // The device key proves the machine; its hardware may have drifted
     // (a NIC swapped), and the new license describes it as it is now.
     db.record_refresh(
@@ -804,6 +816,7 @@ mod tests {
             seats_in_use: BTreeMap::from([("premium".into(), 2)]),
             nonce: wire::new_nonce(),
             sent_at,
+            test_sessions: vec![],
         })
         .unwrap()
     }
@@ -1310,6 +1323,7 @@ mod tests {
             license_key: &throwaway,
             portal_key: &env.key,
             nonce_override: Some(wire::new_nonce()),
+            protocol: wire::PROTOCOL_VERSION,
         };
         let dev = device("00:11:22:33:44:55");
         let req = activation(&env, &dev);

@@ -307,6 +307,7 @@ impl Device {
             seats_in_use: BTreeMap::from([("premium".into(), 3)]),
             nonce: wire::new_nonce(),
             sent_at: licagent::time::now(),
+            test_sessions: vec![],
         }
     }
 

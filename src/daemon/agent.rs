@@ -21,7 +21,10 @@ use crate::store::{Store, StoreError, StoredLicense};
 use crate::time;
 
 mod report;
+mod testmode;
 pub mod users;
+
+pub use testmode::TestModeError;
 
 pub use report::state_word;
 
@@ -64,6 +67,9 @@ struct Inner {
     last_over_use: Vec<OverUse>,
     /// Run (not waited for) when over-use changes; `seats.notice_hook`.
     notice_hook: Option<std::path::PathBuf>,
+    /// Run (not waited for) when a test mode session ends;
+    /// `test_mode.end_hook`.
+    test_end_hook: Option<std::path::PathBuf>,
 }
 
 struct Loaded {
@@ -139,17 +145,6 @@ const REVOKED_KEY: &str = "revoked_reason";
 /// The setting that keeps test mode's end across restarts.
 const TEST_MODE_KEY: &str = "test_mode_until";
 
-/// Why test mode could not be switched.
-#[derive(Debug, thiserror::Error)]
-pub enum TestModeError {
-    #[error("test mode is already on until {0}; stop it first to start it again")]
-    AlreadyOn(String),
-    #[error("test mode is not on")]
-    NotOn,
-    #[error("{0}")]
-    Store(#[from] StoreError),
-}
-
 impl Agent {
     /// Opens the store, reads this machine's hardware, and loads the cached
     /// license without any network.
@@ -196,6 +191,7 @@ impl Agent {
             ledger,
             last_over_use: Vec::new(),
             notice_hook: config.seats.hook(),
+            test_end_hook: config.test_mode.hook(),
         };
         inner.test_until = inner
             .store
@@ -350,41 +346,6 @@ impl Agent {
         drop(inner);
         self.wake();
         Ok(())
-    }
-
-    /// Starts test mode: everything unlocked, no seat limits, for
-    /// `duration_secs`, then back to the installed license by itself.
-    pub fn start_test_mode(&self, duration_secs: i64) -> Result<Status, TestModeError> {
-        let mut inner = self.lock();
-        let now = inner.now();
-        if let Some(until) = inner.test_until.filter(|u| *u > now) {
-            return Err(TestModeError::AlreadyOn(time::rfc3339(until)));
-        }
-        let until = now + duration_secs;
-        inner
-            .store
-            .set_setting(TEST_MODE_KEY, Some(&until.to_string()))?;
-        inner.test_until = Some(until);
-        info!(until = %time::rfc3339(until), "test mode started: everything unlocked, no seat limits");
-        inner.sync_limits(now);
-        let status = inner.status(now);
-        drop(inner);
-        self.wake();
-        Ok(status)
-    }
-
-    /// Ends test mode now.
-    pub fn stop_test_mode(&self) -> Result<Status, TestModeError> {
-        let mut inner = self.lock();
-        let now = inner.now();
-        if inner.test_until.filter(|u| *u > now).is_none() {
-            return Err(TestModeError::NotOn);
-        }
-        inner.end_test_mode("stopped");
-        let status = inner.status(now);
-        drop(inner);
-        self.wake();
-        Ok(status)
     }
 
     /// Removes the installed license (after the portal released the
@@ -787,16 +748,6 @@ impl Inner {
         }
     }
 
-    fn end_test_mode(&mut self, why: &str) {
-        if let Err(e) = self.store.set_setting(TEST_MODE_KEY, None) {
-            warn!("cannot clear test mode in the store: {e}");
-        }
-        self.test_until = None;
-        info!(back_to = state_word(self.state), "test mode ended: {why}");
-        let now = self.last_now;
-        self.sync_limits(now);
-    }
-
     /// Gives the ledger the limits of what is in force now: the license
     /// while licensed, no limits in test mode, nothing otherwise.
     fn sync_limits(&mut self, now: i64) {
@@ -805,7 +756,7 @@ impl Inner {
                 let mut p = license
                     .as_ref()
                     .map(|l| l.payload.clone())
-                    .unwrap_or_else(test_mode_payload);
+                    .unwrap_or_else(testmode::test_mode_payload);
                 p.kind = license::LicenseKind::Test;
                 Limits::from_payload(&p)
             }
@@ -888,32 +839,5 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-/// What test mode unlocks when no license is installed: the vendor's
-/// catalog, every code unlimited.
-fn test_mode_payload() -> LicensePayload {
-    LicensePayload {
-        format: license::payload::PAYLOAD_FORMAT,
-        license_id: "test-mode".into(),
-        system_id: String::new(),
-        pbx_name: String::new(),
-        hardware_id: String::new(),
-        hardware: Vec::new(),
-        kind: license::LicenseKind::Test,
-        issued_at: 0,
-        term: license::Term {
-            kind: license::TermKind::Lifetime,
-            ends_at: None,
-        },
-        refresh_due: None,
-        grace_secs: 0,
-        enforcement: license::Enforcement::Soft,
-        seats: Default::default(),
-        addons: Default::default(),
-        catalog: LicensePayload::demo_catalog(),
-        device_public_key: None,
-        nonce: None,
     }
 }

@@ -276,6 +276,7 @@ impl Link {
     ) -> Result<Status, (LinkError, bool)> {
         let hw = agent.hardware();
         let nonce = wire::new_nonce();
+        let (session_ids, test_sessions) = agent.test_sessions_to_report();
         let req = RefreshRequest {
             system_id: target.system_id.clone(),
             license_id: target.license_id.clone(),
@@ -285,6 +286,7 @@ impl Link {
             nonce: nonce.clone(),
             // Trusted time, not the wall clock.
             sent_at: agent.now(),
+            test_sessions,
         };
         let device = self.device_public_key();
         match client
@@ -292,6 +294,8 @@ impl Link {
             .await
         {
             Ok(resp) => {
+                // The portal answered the request: it has the sessions.
+                agent.test_sessions_reported(&session_ids);
                 // `install` takes the stamp's time before it checks.
                 self.install(agent, &resp, &nonce, &device, false)
                     .map_err(|e| (LinkError::from(e), true))

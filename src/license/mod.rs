@@ -15,5 +15,6 @@ pub use file::{
 pub use key::{KeyError, PortalKey};
 pub use payload::{
     CatalogEntry, Enforcement, EntryKind, LicenseKind, LicensePayload, Term, TermKind,
+    TestModePolicy,
 };
 pub use state::{expiry_reason, next_step, state_at, transition, Event, LicenseState};

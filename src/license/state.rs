@@ -275,6 +275,7 @@ mod tests {
             catalog: Vec::new(),
             device_public_key: None,
             nonce: None,
+            test_mode: None,
         }
     }
 

@@ -97,8 +97,22 @@ pub struct RefreshRequest {
     /// Seats assigned per profile code, for the vendor's view of use.
     pub seats_in_use: BTreeMap<String, u32>,
     pub nonce: String,
-    /// Unix seconds on the agent's clock.
+    /// Unix seconds of the agent's trusted time.
     pub sent_at: i64,
+    /// Test mode sessions that ended since the last refresh the portal
+    /// took (protocol 2; absent or empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_sessions: Vec<TestSession>,
+}
+
+/// One test mode session, as the agent reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestSession {
+    /// Unix seconds.
+    pub started_at: i64,
+    pub ended_at: i64,
+    /// `ran_out` or `stopped`.
+    pub how: String,
 }
 
 /// `POST /v1/deactivate`, signed with [`SIGNATURE_HEADER`].

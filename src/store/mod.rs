@@ -7,8 +7,10 @@
 //! file aside so that the agent can start (unlicensed) instead of crash-looping.
 
 mod schema;
+mod sessions;
 mod users;
 
+pub use sessions::TestSessionRow;
 pub use users::AuditQuery;
 
 use std::fs::{self, OpenOptions, Permissions};
