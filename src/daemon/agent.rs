@@ -31,7 +31,7 @@ pub use report::state_word;
 /// How often trusted time is written to the store while nothing else
 /// changes it: after a reboot it runs on from the last saved value, so a
 /// box that is switched off loses at most this much (never gains).
-const ANCHOR_PERSIST_MS: i64 = 30_000;
+const ANCHOR_PERSIST_MS: i64 = 60_000;
 
 /// The setting that keeps the trusted clock's anchor (JSON).
 const ANCHOR_KEY: &str = "clock_anchor";
