@@ -944,21 +944,33 @@ async fn every_answer_carries_a_signed_stamp_and_old_agents_are_served() {
         .unwrap();
     assert_eq!(stamp.code, Some(ErrorCode::StaleRequest));
 
-    // An agent of protocol 1 (no header, its own wire types) is served as
-    // before: the answer parses with the fields it knows.
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct V1License {
-        license: String,
-    }
+    // An agent of protocol 1 (no header) is served as before, and gets no
+    // field its license parser would refuse (it denies unknown fields),
+    // even when the vendor set a test mode policy for the PBX.
+    portal.cli(&["pbx", "test-policy", &serial, "--cooldown-secs", "60"]);
     let refresh = dev.refresh(&serial);
     let (body, sig) = dev.signed(&refresh);
     let (status, resp) = portal.post(wire::REFRESH_PATH, body, sig).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
     let v: Value = serde_json::from_slice(&resp).unwrap();
-    let lic = license::verify(v["license"].as_str().unwrap(), &portal.ring).unwrap();
+    let text = v["license"].as_str().unwrap();
+    let lic = license::verify(text, &portal.ring).unwrap();
     assert_eq!(lic.nonce.as_deref(), Some(refresh.nonce.as_str()));
+    assert_eq!(lic.test_mode, None);
+    assert!(!payload_json(text).contains("test_mode"));
+    // An agent of protocol 2 gets the policy, signed.
+    let refresh = dev.refresh(&serial);
+    let (body, sig) = dev.signed(&refresh);
+    let (status, resp) = portal.post_v2(wire::REFRESH_PATH, body, sig).await;
+    assert_eq!(status, 200);
+    let lic = license::verify(&license_of(&resp), &portal.ring).unwrap();
+    assert_eq!(lic.test_mode.map(|p| p.cooldown_secs), Some(60));
+}
+
+/// The payload JSON of an armored license, as signed.
+fn payload_json(armored: &str) -> String {
+    let signed = license::parse(armored).unwrap();
+    String::from_utf8(signed.payload_bytes.clone()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
