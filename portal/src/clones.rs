@@ -9,9 +9,11 @@
 //! the window are two boxes. A device key replaced by a re-activation that
 //! still signs refreshes within the window is a second box too.
 
+use licagent::portal::wire::ErrorCode;
 use rusqlite::{params, OptionalExtension};
 
-use crate::db::{Db, DbError};
+use crate::db::{Binding, Db, DbError};
+use crate::service::ApiError;
 
 /// Version 3 of the schema: sightings and duplicates.
 pub const SCHEMA_V3: &str = "
@@ -202,6 +204,73 @@ pub fn judge(
         }
         // A first sighting of new hardware: a NIC swap, followed.
         _ => Verdict::Fine,
+    }
+}
+
+/// The refusal of the box that lost the duplicate rule.
+pub fn refusal(serial: &str, kept: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Duplicate,
+        format!(
+            "this license ({serial}) is in use on another box (hardware {}); move it here with `licagent activate KEY --rehost`",
+            short_id(kept)
+        ),
+    )
+}
+
+fn short_id(hw: &str) -> &str {
+    hw.get(..16).unwrap_or(hw)
+}
+
+/// The duplicate rule (`crate::clones`) for a refresh from `hardware_id`
+/// signed by the bound device's key.
+pub fn check(
+    db: &Db,
+    serial: &str,
+    binding: &Binding,
+    hardware_id: &str,
+    now: i64,
+    window: i64,
+) -> Result<(), ApiError> {
+    if let Some(d) = db.duplicate(serial)? {
+        if d.hardware_id == hardware_id && d.device_public_key == binding.device_public_key {
+            db.duplicate_attempt(serial, now)?;
+            return Err(refusal(serial, &d.kept_hardware_id));
+        }
+    }
+    let seen = db.sightings(serial)?;
+    match judge(&seen, &binding.hardware_id, hardware_id, now, window) {
+        Verdict::Fine => Ok(()),
+        Verdict::KeepThis { refused } => {
+            tracing::warn!(serial, kept = hardware_id, refused = %refused.hardware_id, "duplicate: two boxes refresh one system");
+            db.mark_duplicate(
+                serial,
+                &Duplicate {
+                    hardware_id: refused.hardware_id,
+                    device_public_key: binding.device_public_key.clone(),
+                    kept_hardware_id: hardware_id.to_string(),
+                    detected_at: now,
+                    last_at: refused.last_at,
+                    attempts: 0,
+                },
+            )?;
+            Ok(())
+        }
+        Verdict::RefuseThis { kept } => {
+            tracing::warn!(serial, kept = %kept, refused = hardware_id, "duplicate: two boxes refresh one system");
+            db.mark_duplicate(
+                serial,
+                &Duplicate {
+                    hardware_id: hardware_id.to_string(),
+                    device_public_key: binding.device_public_key.clone(),
+                    kept_hardware_id: kept.clone(),
+                    detected_at: now,
+                    last_at: now,
+                    attempts: 1,
+                },
+            )?;
+            Err(refusal(serial, &kept))
+        }
     }
 }
 

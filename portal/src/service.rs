@@ -26,7 +26,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             code,
             message: message.into(),
@@ -551,73 +551,6 @@ fn not_registered(serial: &str) -> ApiError {
     )
 }
 
-/// The refusal of the box that lost the duplicate rule.
-fn duplicate_error(serial: &str, kept: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::Duplicate,
-        format!(
-            "this license ({serial}) is in use on another box (hardware {}); move it here with `licagent activate KEY --rehost`",
-            short_id(kept)
-        ),
-    )
-}
-
-fn short_id(hw: &str) -> &str {
-    hw.get(..16).unwrap_or(hw)
-}
-
-/// The duplicate rule (`crate::clones`) for a refresh from `hardware_id`
-/// signed by the bound device's key.
-fn check_duplicate(
-    db: &Db,
-    serial: &str,
-    binding: &Binding,
-    hardware_id: &str,
-    now: i64,
-    window: i64,
-) -> Result<(), ApiError> {
-    if let Some(d) = db.duplicate(serial)? {
-        if d.hardware_id == hardware_id && d.device_public_key == binding.device_public_key {
-            db.duplicate_attempt(serial, now)?;
-            return Err(duplicate_error(serial, &d.kept_hardware_id));
-        }
-    }
-    let seen = db.sightings(serial)?;
-    match clones::judge(&seen, &binding.hardware_id, hardware_id, now, window) {
-        clones::Verdict::Fine => Ok(()),
-        clones::Verdict::KeepThis { refused } => {
-            tracing::warn!(serial, kept = hardware_id, refused = %refused.hardware_id, "duplicate: two boxes refresh one system");
-            db.mark_duplicate(
-                serial,
-                &Duplicate {
-                    hardware_id: refused.hardware_id,
-                    device_public_key: binding.device_public_key.clone(),
-                    kept_hardware_id: hardware_id.to_string(),
-                    detected_at: now,
-                    last_at: refused.last_at,
-                    attempts: 0,
-                },
-            )?;
-            Ok(())
-        }
-        clones::Verdict::RefuseThis { kept } => {
-            tracing::warn!(serial, kept = %kept, refused = hardware_id, "duplicate: two boxes refresh one system");
-            db.mark_duplicate(
-                serial,
-                &Duplicate {
-                    hardware_id: hardware_id.to_string(),
-                    device_public_key: binding.device_public_key.clone(),
-                    kept_hardware_id: kept.clone(),
-                    detected_at: now,
-                    last_at: now,
-                    attempts: 1,
-                },
-            )?;
-            Err(duplicate_error(serial, &kept))
-        }
-    }
-}
-
 /// `/v1/refresh`: `body` is the exact bytes that were signed.
 pub fn refresh(
     db: &Db,
@@ -657,7 +590,7 @@ pub fn refresh(
                 },
             )?;
             db.sight(&pbx.serial, &req.hardware_id, &seen.device_public_key, now)?;
-            return Err(duplicate_error(&pbx.serial, &bound.hardware_id));
+            return Err(clones::refusal(&pbx.serial, &bound.hardware_id));
         }
     };
     if let Some(r) = &pbx.revoked {
@@ -674,7 +607,7 @@ pub fn refresh(
         ));
     }
     check_hardware(&req.hardware_id, &req.components)?;
-    check_duplicate(db, &pbx.serial, &binding, &req.hardware_id, now, window)?;
+    clones::check(db, &pbx.serial, &binding, &req.hardware_id, now, window)?;
     db.sight(
         &pbx.serial,
         &req.hardware_id,

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use crate::api::types::Status;
 use crate::config::Config;
 use crate::hwid::{self, HardwareInfo, HwMatch};
-use crate::license::clock::{Anchor, TimeSource, TrustedClock};
+use crate::license::clock::{Anchor, TrustedClock};
 
 use crate::license::{
     self, state, Event, KeyRing, LicenseError, LicenseKind, LicensePayload, LicenseState,
@@ -20,10 +20,13 @@ use crate::seats::{self, Ledger, LedgerSettings, Limits, OverUse};
 use crate::store::{Store, StoreError, StoredLicense};
 use crate::time;
 
+mod clock;
+mod install;
 mod report;
 mod testmode;
 pub mod users;
 
+pub use install::{Expect, ImportError};
 pub use testmode::TestModeError;
 
 pub use report::state_word;
@@ -89,47 +92,6 @@ pub enum AgentError {
     },
 }
 
-/// Why an import was refused; the API maps each to a status code.
-#[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    #[error("{0}")]
-    Invalid(#[from] LicenseError),
-    #[error("the license {new} is older than the installed license {installed} of the same system; it was not installed")]
-    Older { new: String, installed: String },
-    #[error("the portal's license answers another request (nonce mismatch); it was not installed")]
-    WrongNonce,
-    #[error("the portal's license names another device key; it was not installed")]
-    WrongDevice,
-    #[error("this box holds the license of system {installed_system} ({installed_name}); the file is for system {new_system} ({new_name}). Installing it switches the box to {new_system}: its {users} users stay and are counted against {new_system}'s seats. Run it again with --replace to do that")]
-    OtherSystem {
-        installed_system: String,
-        installed_name: String,
-        new_system: String,
-        new_name: String,
-        users: usize,
-    },
-    #[error("this box holds the full license {installed} of system {system} ({name}); a {new_kind} license would replace it (trial and test licenses have fewer seats and end sooner). Run it again with --replace to do that")]
-    Weaker {
-        installed: String,
-        system: String,
-        name: String,
-        new_kind: String,
-    },
-    #[error("the license could not be saved: {0}")]
-    Store(#[from] StoreError),
-}
-
-/// What a license from the portal must carry to be installed: it answers
-/// this request and names this device.
-pub struct Expect<'a> {
-    pub nonce: &'a str,
-    pub device_public_key: &'a str,
-    /// The portal's time (milliseconds) from its verified stamp; without
-    /// one (a portal of protocol 1) the license's own issue time, which is
-    /// signed and bound to the same nonce, stands in.
-    pub portal_time_ms: Option<i64>,
-}
-
 /// What a refresh needs to know about the installed license.
 #[derive(Clone, Debug)]
 pub struct RefreshTarget {
@@ -171,7 +133,7 @@ impl Agent {
             error!("trust keys not usable: {e}");
             KeyRing::vendor()
         });
-        let anchor = saved_anchor(&store)?;
+        let anchor = clock::saved_anchor(&store)?;
         let settings = LedgerSettings {
             default_profile: config.seats.default_profile.clone(),
         };
@@ -417,197 +379,6 @@ impl Agent {
 }
 
 impl Inner {
-    /// Trusted now, Unix seconds.
-    fn now(&mut self) -> i64 {
-        self.now_ms().div_euclid(1000)
-    }
-
-    /// Trusted now, Unix milliseconds; saves the anchor when it moved and
-    /// logs a skew beyond the threshold once.
-    fn now_ms(&mut self) -> i64 {
-        let r = time::reading();
-        let now = self.clock.now_ms(&r);
-        self.last_now = now.div_euclid(1000);
-        self.persist_anchor(&r, false);
-        let v = self.clock.view(&r);
-        match (&v.warning, self.skew_warned) {
-            (Some(w), false) => {
-                warn!(
-                    wall_clock = %time::rfc3339(v.wall),
-                    trusted_now = %time::rfc3339(v.trusted),
-                    offset_secs = v.offset,
-                    "{w}"
-                );
-                self.skew_warned = true;
-            }
-            (None, true) => self.skew_warned = false,
-            _ => {}
-        }
-        now
-    }
-
-    /// Writes the anchor when its source or boot changed, when `force`, or
-    /// every [`ANCHOR_PERSIST_MS`] (as a fresh anchor at this reading, which
-    /// within one boot says the same).
-    fn persist_anchor(&mut self, r: &crate::license::clock::Reading, force: bool) {
-        let Some(cur) = self.clock.anchor().cloned() else {
-            return;
-        };
-        let due = match &self.anchor_saved {
-            None => true,
-            // A new source, a correction or a reboot is saved at once;
-            // the steady run of time (and the wall clock followed forward
-            // while nothing is trusted) every ANCHOR_PERSIST_MS.
-            Some(saved) => {
-                force
-                    || saved.source != cur.source
-                    || saved.source_at != cur.source_at
-                    || saved.boot_id != cur.boot_id
-                    || r.boot_ms.saturating_sub(saved.boot_ms) >= ANCHOR_PERSIST_MS
-                    || r.boot_ms < saved.boot_ms
-            }
-        };
-        if !due {
-            return;
-        }
-        self.clock.rebase(r);
-        let Some(anchor) = self.clock.anchor().cloned() else {
-            return;
-        };
-        let json = serde_json::to_string(&anchor).unwrap_or_default();
-        match self.store.set_setting(ANCHOR_KEY, Some(&json)) {
-            Ok(()) => self.anchor_saved = Some(anchor),
-            Err(e) => warn!("cannot save trusted time: {e}"),
-        }
-    }
-
-    /// Takes a verified portal time and re-derives the state from the
-    /// license's own times: a forward jump the portal undid must not leave
-    /// the box expired.
-    fn set_portal_time(&mut self, portal_ms: i64) {
-        let r = time::reading();
-        let before = self.clock.now(&r);
-        self.clock.set_portal(&r, portal_ms);
-        self.persist_anchor(&r, true);
-        let portal_secs = portal_ms.div_euclid(1000);
-        if (before - portal_secs).abs() > crate::license::clock::SKEW_WARN_SECS {
-            info!(
-                was = %time::rfc3339(before),
-                now = %time::rfc3339(portal_secs),
-                "trusted time corrected by the portal"
-            );
-        }
-        let now = self.now();
-        self.rederive(now);
-        self.sync_limits(now);
-    }
-
-    /// The state from the license's times at `now`, unless a verdict that
-    /// time cannot change stands (revoked, unlicensed).
-    fn rederive(&mut self, now: i64) {
-        if matches!(self.state, LicenseState::Revoked | LicenseState::Unlicensed) {
-            return;
-        }
-        let Some(l) = &self.license else { return };
-        let next = state::state_at(&l.payload, now);
-        if next != self.state {
-            let reason = self.reason_for(next, now, None);
-            self.set_state(next, reason);
-        }
-    }
-
-    fn accept(
-        &mut self,
-        text: &str,
-        expect: Option<Expect<'_>>,
-        replace: bool,
-    ) -> Result<Status, ImportError> {
-        let payload = license::verify(text, &self.ring)?;
-        if let Some(x) = &expect {
-            if payload.nonce.as_deref() != Some(x.nonce) {
-                return Err(ImportError::WrongNonce);
-            }
-            if payload.device_public_key.as_deref() != Some(x.device_public_key) {
-                return Err(ImportError::WrongDevice);
-            }
-            // Signed and bound to our nonce: the portal's time, the truth.
-            self.set_portal_time(
-                x.portal_time_ms
-                    .unwrap_or(payload.issued_at.saturating_mul(1000)),
-            );
-        }
-        // A license file says it is at least its issue time (the floor is
-        // taken once it is installed).
-        let now = self.now().max(payload.issued_at);
-        let validity = license::check(&payload, &self.hw.components, now)?;
-        if let Some(cur) = &self.license {
-            let p = &cur.payload;
-            if p.system_id == payload.system_id && payload.issued_at < p.issued_at {
-                return Err(ImportError::Older {
-                    new: payload.license_id.clone(),
-                    installed: p.license_id.clone(),
-                });
-            }
-            // Nothing is switched or downgraded without being asked; an
-            // expired or revoked license is no longer worth protecting.
-            let protect = !matches!(self.state, LicenseState::Unlicensed);
-            if protect && !replace && p.kind == LicenseKind::Full {
-                if p.system_id != payload.system_id {
-                    return Err(ImportError::OtherSystem {
-                        installed_system: p.system_id.clone(),
-                        installed_name: p.pbx_name.clone(),
-                        new_system: payload.system_id.clone(),
-                        new_name: payload.pbx_name.clone(),
-                        users: self.ledger.len(),
-                    });
-                }
-                if payload.kind != LicenseKind::Full {
-                    return Err(ImportError::Weaker {
-                        installed: p.license_id.clone(),
-                        system: p.system_id.clone(),
-                        name: p.pbx_name.clone(),
-                        new_kind: report::kind_word(payload.kind).into(),
-                    });
-                }
-            }
-        }
-        let stored = StoredLicense {
-            license_id: payload.license_id.clone(),
-            armored: text.trim().to_string() + "\n",
-            installed_at: now,
-        };
-        self.store.install_license(&stored)?;
-        self.store.set_setting(REVOKED_KEY, None)?;
-        if expect.is_none() {
-            let r = time::reading();
-            if self.clock.floor(&r, payload.issued_at) {
-                info!(
-                    now = %time::rfc3339(payload.issued_at),
-                    "trusted time moved forward to the license file's issue time"
-                );
-                self.persist_anchor(&r, true);
-            }
-        }
-        info!(
-            license_id = %payload.license_id,
-            system_id = %payload.system_id,
-            kind = ?payload.kind,
-            "license installed"
-        );
-        let kind = payload.kind;
-        self.license = Some(Loaded {
-            payload,
-            stored,
-            hw: validity.hardware,
-        });
-        self.apply(Event::Installed(kind), None);
-        // A license installed late may already be in grace.
-        self.apply_time_events(now);
-        // New seats take effect now, even when the state stayed the same.
-        self.sync_limits(now);
-        Ok(self.status(now))
-    }
-
     /// Reads the current license from the store and derives the state from
     /// its own times (start-up and trust changes).
     fn load_current(&mut self, now: i64) -> Result<(), StoreError> {
@@ -789,28 +560,6 @@ impl Inner {
         }
         self.last_over_use = over;
     }
-}
-
-/// The saved anchor of trusted time. A store from before trusted time has
-/// only a high-water mark: it becomes an anchor carried over a reboot, so
-/// time runs on from it and never below it.
-fn saved_anchor(store: &Store) -> Result<Option<Anchor>, StoreError> {
-    if let Some(json) = store.setting(ANCHOR_KEY)? {
-        match serde_json::from_str(&json) {
-            Ok(a) => return Ok(Some(a)),
-            Err(e) => {
-                warn!("the saved trusted time is damaged ({e}); starting from the high-water mark")
-            }
-        }
-    }
-    let mark = store.clock_mark()?;
-    Ok((mark > 0).then(|| Anchor {
-        trusted_ms: mark.saturating_mul(1000),
-        boot_ms: 0,
-        boot_id: "before-trusted-time".into(),
-        source: TimeSource::Boot,
-        source_at: mark,
-    }))
 }
 
 /// Reads the hardware; a machine where nothing can be read still runs the
