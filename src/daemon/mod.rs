@@ -141,6 +141,9 @@ async fn run_async(
                     tokio::spawn(async move {
                         let _ = link.refresh(&agent).await;
                         flag.store(false, Ordering::SeqCst);
+                        // Re-plan with the flag down: the retry after a
+                        // failure is due in seconds, not at the next tick.
+                        agent.wake();
                         notify(&[NotifyState::Status(&status_line(&agent))]);
                     });
                 }
