@@ -91,6 +91,7 @@ fn limits(scale_percent: u32, enforcement: Enforcement) -> Limits {
         catalog: LicensePayload::demo_catalog(),
         device_public_key: None,
         nonce: None,
+        test_mode: None,
     };
     Limits::from_payload(&p)
 }

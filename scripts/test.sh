@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-# systemd-analyze, systemd-sysusers and systemd-tmpfiles check the units.
-ensure_debs systemd
+# systemd-analyze, systemd-sysusers and systemd-tmpfiles check the units;
+# faketime moves the wall clock of a running daemon in tests/time.rs.
+ensure_debs systemd faketime
 ensure_rust_components rustfmt clippy
 
 # One target directory for every step, so nothing builds twice.

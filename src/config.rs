@@ -88,13 +88,24 @@ pub const MAX_TEST_MODE_SECS: u64 = 8 * 3600;
 #[serde(deny_unknown_fields, default)]
 pub struct TestMode {
     pub duration_secs: u64,
+    /// Program run when a session ends (by itself or stopped), with the
+    /// way it ended (`ran_out`, `stopped`) and the state after as
+    /// arguments; empty = none.
+    pub end_hook: String,
 }
 
 impl Default for TestMode {
     fn default() -> Self {
         TestMode {
             duration_secs: MAX_TEST_MODE_SECS,
+            end_hook: String::new(),
         }
+    }
+}
+
+impl TestMode {
+    pub fn hook(&self) -> Option<PathBuf> {
+        (!self.end_hook.is_empty()).then(|| PathBuf::from(&self.end_hook))
     }
 }
 
@@ -460,6 +471,15 @@ impl Config {
                 return Err(invalid(
                     "seats.notice_hook",
                     self.seats.notice_hook.clone(),
+                    "must be an absolute path",
+                ));
+            }
+        }
+        if let Some(hook) = self.test_mode.hook() {
+            if !hook.is_absolute() {
+                return Err(invalid(
+                    "test_mode.end_hook",
+                    self.test_mode.end_hook.clone(),
                     "must be an absolute path",
                 ));
             }

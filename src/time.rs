@@ -1,6 +1,57 @@
-//! Wall-clock time as the agent sees it: Unix seconds, and RFC 3339 for people.
+//! The one place that reads clocks: the wall clock (Unix seconds), the
+//! monotonic boot clock and the boot id that trusted time is built on
+//! (`crate::license::clock`), and RFC 3339 for people.
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::license::clock::Reading;
+
+/// Overrides the kernel's boot id. For tests that simulate a reboot: a
+/// changed id can only make the agent carry its saved time over, never
+/// move trusted time back, so it is harmless to expose.
+pub const BOOT_ID_ENV: &str = "LICAGENT_BOOT_ID";
+
+/// The wall clock, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `CLOCK_BOOTTIME` in milliseconds: monotonic, and counting suspend.
+pub fn boot_ms() -> i64 {
+    use nix::time::{clock_gettime, ClockId};
+    match clock_gettime(ClockId::CLOCK_BOOTTIME) {
+        Ok(t) => t.tv_sec() * 1000 + t.tv_nsec() / 1_000_000,
+        // Linux always has it; were it missing, a clock stuck at 0 reads
+        // as one more reboot each time, which never moves time back.
+        Err(_) => 0,
+    }
+}
+
+/// This boot's id (read once per process).
+pub fn boot_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        std::env::var(BOOT_ID_ENV)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok())
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// Every clock at once, for the trusted clock.
+pub fn reading() -> Reading {
+    Reading {
+        wall_ms: now_ms(),
+        boot_ms: boot_ms(),
+        boot_id: boot_id().to_string(),
+    }
+}
 
 /// Now, in Unix seconds.
 pub fn now() -> i64 {

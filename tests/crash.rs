@@ -52,6 +52,7 @@ fn limits() -> Limits {
         catalog: LicensePayload::demo_catalog(),
         device_public_key: None,
         nonce: None,
+        test_mode: None,
     })
 }
 

@@ -16,6 +16,7 @@ use crate::db::{Db, DbError, Fault, FaultParseError, NewPbx, Pbx, PbxEdit, Setti
 use crate::order::{self, CountKind, OrderError};
 use crate::server::{self, ServeError};
 use crate::service::{self, ApiError, Issuer, Mode, RehostUsage};
+use crate::sessions;
 use crate::tls::{self, TlsError};
 
 const DB_FILE: &str = "portal.db";
@@ -143,6 +144,23 @@ enum PbxCommand {
     Show { serial: String },
     /// Let a PBX rehost again: its rehosts so far stop counting.
     ResetRehosts { serial: String },
+    /// Set the PBX's test mode policy (in its next license): off, a
+    /// cool-down between sessions, a shorter session; --default removes it
+    TestPolicy {
+        serial: String,
+        /// Turn test mode off on this PBX
+        #[arg(long)]
+        off: bool,
+        /// Seconds between the end of a session and the next start
+        #[arg(long, default_value_t = 0)]
+        cooldown_secs: i64,
+        /// Longest session in seconds (8 hours at most)
+        #[arg(long, default_value_t = 8 * 3600)]
+        max_secs: i64,
+        /// Remove the policy: the agent's compiled-in one applies
+        #[arg(long, conflicts_with_all = ["off", "cooldown_secs", "max_secs"])]
+        default: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,6 +221,8 @@ pub enum CliError {
     Refused(ApiError),
     #[error("{0:?} is not of the form key=value")]
     SettingSyntax(String),
+    #[error("{0}")]
+    Usage(String),
     #[error("--ends-at cannot be set on a lifetime term")]
     LifetimeEnd,
     #[error("the async runtime could not start: {0}")]
@@ -578,14 +598,83 @@ fn pbx(data: &Path, cmd: PbxCommand, out: Output) -> Result<(), CliError> {
         PbxCommand::Show { serial } => {
             let p = db.pbx(&serial)?;
             let usage = service::rehost_usage(&db, &serial, &db.settings()?, now)?;
+            let duplicate = db.duplicate(&serial)?;
+            let sightings = db.sightings(&serial)?;
+            let sessions =
+                db.test_sessions_since(&serial, now.saturating_sub(sessions::SESSION_WINDOW_SECS))?;
+            let policy = db.test_policy(&serial)?;
             if out.json {
                 let mut v = pbx_json(&p, &usage, true);
                 v["licenses_issued"] = json!(db.licenses_issued(&serial)?);
+                v["duplicate"] = json!(duplicate.as_ref().map(|d| json!({
+                    "hardware_id": d.hardware_id,
+                    "kept_hardware_id": d.kept_hardware_id,
+                    "detected_at": d.detected_at,
+                    "last_at": d.last_at,
+                    "attempts": d.attempts,
+                })));
+                v["seen_from"] = json!(sightings
+                    .iter()
+                    .map(|s| json!({
+                        "hardware_id": s.hardware_id,
+                        "first_at": s.first_at,
+                        "last_at": s.last_at,
+                    }))
+                    .collect::<Vec<_>>());
+                v["test_mode_30d"] = json!({
+                    "sessions": sessions.len(),
+                    "hours": sessions::hours(&sessions),
+                    "list": sessions.iter().map(|s| json!({
+                        "started_at": s.started_at, "ended_at": s.ended_at, "how": s.how,
+                    })).collect::<Vec<_>>(),
+                });
+                v["test_policy"] = json!(policy.map(|p| json!({
+                    "allowed": p.allowed, "max_secs": p.max_secs, "cooldown_secs": p.cooldown_secs,
+                })));
                 println!("{v:#}");
             } else {
                 println!("{}", pbx_text(&p, &usage));
                 if let Ok(key) = PortalKey::parse(&p.key) {
                     println!("key:          {key}");
+                }
+                if let Some(d) = &duplicate {
+                    println!(
+                        "DUPLICATE:    box {} refused since {} ({} attempts, last {}); {} keeps the license; a rehost settles it",
+                        short(&d.hardware_id),
+                        order::when(d.detected_at),
+                        d.attempts,
+                        order::when(d.last_at),
+                        short(&d.kept_hardware_id)
+                    );
+                }
+                for s in &sightings {
+                    println!(
+                        "seen from:    {} {} .. {}",
+                        short(&s.hardware_id),
+                        order::when(s.first_at),
+                        order::when(s.last_at)
+                    );
+                }
+                println!(
+                    "test mode:    {} sessions, {:.1} hours in the last 30 days{}",
+                    sessions.len(),
+                    sessions::hours(&sessions),
+                    match &policy {
+                        None => String::new(),
+                        Some(p) if !p.allowed => " (policy: off)".into(),
+                        Some(p) => format!(
+                            " (policy: up to {} s, {} s between sessions)",
+                            p.max_secs, p.cooldown_secs
+                        ),
+                    }
+                );
+                for s in &sessions {
+                    println!(
+                        "  session:    {} .. {} ({})",
+                        order::when(s.started_at),
+                        order::when(s.ended_at),
+                        s.how
+                    );
                 }
                 for h in db.history(&serial)? {
                     println!(
@@ -599,6 +688,39 @@ fn pbx(data: &Path, cmd: PbxCommand, out: Output) -> Result<(), CliError> {
                     );
                 }
             }
+            Ok(())
+        }
+        PbxCommand::TestPolicy {
+            serial,
+            off,
+            cooldown_secs,
+            max_secs,
+            default,
+        } => {
+            if !(1..=8 * 3600).contains(&max_secs) || cooldown_secs < 0 {
+                return Err(CliError::Usage(
+                    "--max-secs must be 1 to 28800 and --cooldown-secs 0 or more".into(),
+                ));
+            }
+            let policy = (!default).then_some(licagent::license::TestModePolicy {
+                allowed: !off,
+                max_secs,
+                cooldown_secs,
+            });
+            db.set_test_policy(&serial, policy.as_ref())?;
+            out.print(
+                json!({ "serial": serial, "test_policy": policy.map(|p| json!({
+                    "allowed": p.allowed, "max_secs": p.max_secs, "cooldown_secs": p.cooldown_secs,
+                })) }),
+                || match policy {
+                    None => format!("{serial}: test mode follows the agent's built-in policy"),
+                    Some(p) if !p.allowed => format!("{serial}: test mode off (from its next license)"),
+                    Some(p) => format!(
+                        "{serial}: test mode up to {} s, {} s between sessions (from its next license)",
+                        p.max_secs, p.cooldown_secs
+                    ),
+                },
+            );
             Ok(())
         }
         PbxCommand::ResetRehosts { serial } => {

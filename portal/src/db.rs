@@ -19,7 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::order;
 
 /// Schema version in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE customers (
@@ -134,7 +134,7 @@ pub enum DbError {
     CustomerExists(String),
     #[error("there is no PBX with serial {0}; `licportal pbx list` shows them")]
     UnknownSerial(String),
-    #[error("the setting {0:?} is unknown; use refresh_secs, grace_secs, rehost_limit, rehost_period_days, trial_secs or trial_seats")]
+    #[error("the setting {0:?} is unknown; use refresh_secs, grace_secs, rehost_limit, rehost_period_days, trial_secs, trial_seats or duplicate_window_secs")]
     UnknownSetting(String),
     #[error("the setting {key} must be {rule}, not {value:?}")]
     BadSetting {
@@ -226,6 +226,9 @@ pub struct Settings {
     pub trial_secs: i64,
     /// Seats per profile of a trial license.
     pub trial_seats: BTreeMap<String, u32>,
+    /// Two boxes refreshing one system within this many seconds of each
+    /// other are a duplicate (`crate::clones`).
+    pub duplicate_window_secs: i64,
 }
 
 impl Settings {
@@ -329,6 +332,12 @@ pub struct Db {
 }
 
 impl Db {
+    /// The connection, for the queries kept beside their domain
+    /// (`crate::clones`).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Opens (and creates or migrates) the database at `path`.
     pub fn open(path: &Path) -> Result<Db, DbError> {
         let conn = Connection::open(path)?;
@@ -356,6 +365,12 @@ impl Db {
             }
             if version < 2 {
                 tx.execute_batch(SCHEMA_V2)?;
+            }
+            if version < 3 {
+                tx.execute_batch(crate::clones::SCHEMA_V3)?;
+            }
+            if version < 4 {
+                tx.execute_batch(crate::sessions::SCHEMA_V4)?;
             }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
@@ -718,6 +733,10 @@ impl Db {
             rehost_period_days: int("rehost_period_days", DEFAULT_REHOST_PERIOD_DAYS)?,
             trial_secs: int("trial_secs", DEFAULT_TRIAL_SECS)?,
             trial_seats,
+            duplicate_window_secs: int(
+                "duplicate_window_secs",
+                crate::clones::DEFAULT_DUPLICATE_WINDOW_SECS,
+            )?,
         })
     }
 
@@ -765,10 +784,12 @@ fn check_setting(key: &str, value: &str) -> Result<String, DbError> {
         rule: rule.to_string(),
     };
     Ok(match key {
-        "refresh_secs" | "grace_secs" | "trial_secs" => match value.trim().parse::<i64>() {
-            Ok(n) if n > 0 => n.to_string(),
-            _ => return Err(bad("a whole number of seconds above 0")),
-        },
+        "refresh_secs" | "grace_secs" | "trial_secs" | "duplicate_window_secs" => {
+            match value.trim().parse::<i64>() {
+                Ok(n) if n > 0 => n.to_string(),
+                _ => return Err(bad("a whole number of seconds above 0")),
+            }
+        }
         "rehost_period_days" => match value.trim().parse::<i64>() {
             // A thousand years is "never forget"; more would only
             // overflow the arithmetic of times.
@@ -1122,6 +1143,7 @@ mod tests {
                     ("essential".into(), 5),
                     ("premium".into(), 5)
                 ]),
+                duplicate_window_secs: 3 * 86_400,
             }
         );
         db.set_setting("refresh_secs", "30").unwrap();

@@ -2,10 +2,12 @@
 //! command line, hands over to [`cli::run`] and maps failure to exit code 1.
 
 mod cli;
+mod clones;
 mod db;
 mod order;
 mod server;
 mod service;
+mod sessions;
 mod tls;
 
 use std::io::IsTerminal;

@@ -245,6 +245,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         .get(wire::SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    // Absent: an agent of protocol 1, which gets answers it knows.
+    let protocol: u32 = req
+        .headers()
+        .get(wire::PROTOCOL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1);
     let endpoint = match path.as_str() {
         wire::ACTIVATE_PATH => Endpoint::Activate(Mode::Activate),
         wire::REHOST_PATH => Endpoint::Activate(Mode::Rehost),
@@ -288,15 +295,54 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         _ => {}
     }
     // SQLite and Ed25519 work is blocking; keep it off the reactor.
+    // The request's nonce, when it has a valid one: every answer to it
+    // carries the portal's signed time (protocol 2).
+    let nonce = serde_json::from_slice::<NonceOnly>(&body)
+        .ok()
+        .and_then(|n| n.nonce)
+        .filter(|n| wire::nonce_is_valid(n));
+    let now_ms = licagent::time::now_ms();
+    let now = now_ms.div_euclid(1000);
+    let signer = state.clone();
     let result = tokio::task::spawn_blocking(move || {
-        dispatch(&state, endpoint, fault, &body, sig.as_deref())
+        dispatch(
+            &state,
+            endpoint,
+            fault,
+            &body,
+            sig.as_deref(),
+            now,
+            protocol,
+        )
     })
     .await;
+    let stamp = |code: Option<wire::ErrorCode>| {
+        nonce.as_ref().map(|n| {
+            wire::SignedStamp::sign(
+                &wire::Stamp {
+                    nonce: n.clone(),
+                    now,
+                    now_ms: Some(now_ms),
+                    code,
+                },
+                &signer.key,
+            )
+        })
+    };
     match result {
-        Ok(Ok(resp)) => resp,
+        Ok(Ok(Answer::License(license))) => ok_json(&wire::LicenseResponse {
+            license,
+            stamp: stamp(None),
+        }),
+        Ok(Ok(Answer::Deactivated(mut d))) => {
+            d.stamp = stamp(None);
+            ok_json(&d)
+        }
         Ok(Err(err)) => {
             tracing::info!(%path, code = ?err.code, "refused: {}", err.message);
-            error_response(err.status(), &err)
+            let mut body = err.body();
+            body.stamp = stamp(Some(err.code));
+            json_response(err.status(), serde_json::to_vec(&body).unwrap_or_default())
         }
         Err(e) => {
             tracing::error!(%path, "handler failed: {e}");
@@ -308,6 +354,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
             error_response(500, &err)
         }
     }
+}
+
+/// Just the nonce of any request body.
+#[derive(serde::Deserialize)]
+struct NonceOnly {
+    #[serde(default)]
+    nonce: Option<String>,
+}
+
+/// What a handler answers with; the stamp is added on the way out.
+enum Answer {
+    License(String),
+    Deactivated(wire::DeactivateResponse),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -325,9 +384,12 @@ fn dispatch(
     fault: Fault,
     body: &[u8],
     sig: Option<&str>,
-) -> Result<Response<Full<Bytes>>, ApiError> {
+    now: i64,
+    protocol: u32,
+) -> Result<Answer, ApiError> {
     let throwaway;
     let mut issuer = Issuer::new(&state.key);
+    issuer.protocol = protocol;
     match fault {
         Fault::UnknownSigner => {
             throwaway = SigningKey::try_generate()
@@ -345,27 +407,30 @@ fn dispatch(
         Fault::WrongNonce => issuer.nonce_override = Some(wire::new_nonce()),
         _ => {}
     }
-    let now = licagent::time::now();
     let db = state.db.lock().unwrap_or_else(|p| p.into_inner());
-    match endpoint {
+    let result = match endpoint {
         Endpoint::Activate(mode) => {
             let req: ActivateRequest = serde_json::from_slice(body).map_err(|e| {
                 ApiError::bad_request(format!("the activation request is not valid: {e}"))
             })?;
-            let license = service::activate(&db, &issuer, &req, mode, now)?;
-            Ok(ok_json(&wire::LicenseResponse { license }))
+            service::activate(&db, &issuer, &req, mode, now).map(Answer::License)
         }
-        Endpoint::Refresh => {
-            let license = service::refresh(&db, &issuer, body, sig, now)?;
-            Ok(ok_json(&wire::LicenseResponse { license }))
-        }
-        Endpoint::Deactivate => Ok(ok_json(&service::deactivate(&db, body, sig, now)?)),
+        Endpoint::Refresh => service::refresh(&db, &issuer, body, sig, now).map(Answer::License),
+        Endpoint::Deactivate => service::deactivate(&db, body, sig, now).map(Answer::Deactivated),
         Endpoint::Trial => {
             let req: TrialRequest = serde_json::from_slice(body).map_err(|e| {
                 ApiError::bad_request(format!("the trial request is not valid: {e}"))
             })?;
-            let license = service::trial(&db, &issuer, &req, now)?;
-            Ok(ok_json(&wire::LicenseResponse { license }))
+            service::trial(&db, &issuer, &req, now).map(Answer::License)
         }
-    }
+    };
+    // Agents of protocol 1 do not know `duplicate`; `bound_elsewhere`
+    // tells them the same in words they act on (no retry storm, no
+    // revocation).
+    result.map_err(|mut e| {
+        if protocol < 2 && e.code == wire::ErrorCode::Duplicate {
+            e.code = wire::ErrorCode::BoundElsewhere;
+        }
+        e
+    })
 }

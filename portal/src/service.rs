@@ -13,6 +13,7 @@ use licagent::portal::wire::{
     RefreshRequest, Revocation, SignedRevocation, TrialRequest, MAX_CLOCK_SKEW_SECS,
 };
 
+use crate::clones::{self, Duplicate};
 use crate::db::{Binding, Db, DbError, Pbx, Settings, TrialDownload, REASON_REHOSTED};
 use crate::order;
 
@@ -25,7 +26,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             code,
             message: message.into(),
@@ -79,6 +80,9 @@ pub struct Issuer<'a> {
     pub portal_key: &'a SigningKey,
     /// Put this nonce into licenses instead of the request's.
     pub nonce_override: Option<String>,
+    /// The protocol version of the requesting agent: fields that agents
+    /// of version 1 would refuse (the test mode policy) go only to newer ones.
+    pub protocol: u32,
 }
 
 impl<'a> Issuer<'a> {
@@ -87,6 +91,7 @@ impl<'a> Issuer<'a> {
             license_key: key,
             portal_key: key,
             nonce_override: None,
+            protocol: wire::PROTOCOL_VERSION,
         }
     }
 }
@@ -144,6 +149,11 @@ fn issue(
 ) -> Result<String, ApiError> {
     let settings = db.settings()?;
     let license_id = order::new_license_id()?;
+    let test_mode = if issuer.protocol >= 2 {
+        db.test_policy(&pbx.serial)?
+    } else {
+        None
+    };
     let payload = LicensePayload {
         format: license::payload::PAYLOAD_FORMAT,
         license_id: license_id.clone(),
@@ -167,6 +177,7 @@ fn issue(
                 .clone()
                 .unwrap_or_else(|| nonce.to_string()),
         ),
+        test_mode,
     };
     let armored = license::sign(&payload, issuer.license_key);
     db.record_license(&license_id, &pbx.serial, &binding.hardware_id, now)?;
@@ -315,6 +326,20 @@ pub fn activate(
         bound_at,
     };
     db.bind(&pbx.serial, &binding)?;
+    // A rehost settles which box holds the license; so does activating
+    // the box that was kept.
+    let moved = pbx
+        .binding
+        .as_ref()
+        .is_some_and(|b| b.hardware_id != req.hardware_id);
+    if moved
+        || db
+            .duplicate(&pbx.serial)?
+            .is_some_and(|d| d.kept_hardware_id == req.hardware_id)
+    {
+        db.clear_duplicate(&pbx.serial)?;
+    }
+    db.sight(&pbx.serial, &req.hardware_id, &req.device_public_key, now)?;
     issue(db, issuer, &pbx, &binding, &req.nonce, now)
 }
 
@@ -398,6 +423,7 @@ pub fn trial(
                 .clone()
                 .unwrap_or_else(|| req.nonce.clone()),
         ),
+        test_mode: None,
     };
     // Recorded before it is handed out: a download the portal forgot would
     // let the machine start its trial again.
@@ -422,6 +448,9 @@ enum Signer {
     Current(Binding),
     /// A device whose binding was released; it learns it is revoked.
     Past(crate::db::PastBinding),
+    /// A device key this system was seen with that a re-activation on the
+    /// same hardware replaced: another box, if it is still in use.
+    Replaced(crate::clones::Sighting),
 }
 
 fn authenticate(db: &Db, pbx: &Pbx, body: &[u8], sig: Option<&str>) -> Result<Signer, ApiError> {
@@ -444,6 +473,12 @@ fn authenticate(db: &Db, pbx: &Pbx, body: &[u8], sig: Option<&str>) -> Result<Si
     for past in db.history(&pbx.serial)? {
         if verifies(&past.device_public_key) {
             return Ok(Signer::Past(past));
+        }
+    }
+    let current = pbx.binding.as_ref().map(|b| b.device_public_key.as_str());
+    for seen in db.sightings(&pbx.serial)? {
+        if Some(seen.device_public_key.as_str()) != current && verifies(&seen.device_public_key) {
+            return Ok(Signer::Replaced(seen));
         }
     }
     Err(ApiError::new(
@@ -509,6 +544,13 @@ fn past_revocation(
     )
 }
 
+fn not_registered(serial: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::BadSignature,
+        format!("the request is not signed by the device registered for {serial}"),
+    )
+}
+
 /// `/v1/refresh`: `body` is the exact bytes that were signed.
 pub fn refresh(
     db: &Db,
@@ -524,9 +566,32 @@ pub fn refresh(
         .ok_or_else(|| unknown_system(&req.system_id))?;
     let signer = authenticate(db, &pbx, body, sig)?;
     check_fresh(db, &pbx.serial, &req.nonce, req.sent_at, now)?;
+    let window = db.settings()?.duplicate_window_secs;
     let binding = match signer {
         Signer::Past(past) => return Err(past_revocation(issuer, &pbx.serial, &past, &req.nonce)),
         Signer::Current(b) => b,
+        Signer::Replaced(seen) => {
+            let Some(bound) = pbx.binding.as_ref() else {
+                return Err(not_registered(&pbx.serial));
+            };
+            // An old key from long ago is just not registered any more.
+            if now.saturating_sub(seen.last_at) > window {
+                return Err(not_registered(&pbx.serial));
+            }
+            db.mark_duplicate(
+                &pbx.serial,
+                &Duplicate {
+                    hardware_id: req.hardware_id.clone(),
+                    device_public_key: seen.device_public_key.clone(),
+                    kept_hardware_id: bound.hardware_id.clone(),
+                    detected_at: now,
+                    last_at: now,
+                    attempts: 1,
+                },
+            )?;
+            db.sight(&pbx.serial, &req.hardware_id, &seen.device_public_key, now)?;
+            return Err(clones::refusal(&pbx.serial, &bound.hardware_id));
+        }
     };
     if let Some(r) = &pbx.revoked {
         return Err(revoked_error(
@@ -542,6 +607,14 @@ pub fn refresh(
         ));
     }
     check_hardware(&req.hardware_id, &req.components)?;
+    clones::check(db, &pbx.serial, &binding, &req.hardware_id, now, window)?;
+    db.sight(
+        &pbx.serial,
+        &req.hardware_id,
+        &binding.device_public_key,
+        now,
+    )?;
+    db.record_test_sessions(&pbx.serial, &req.test_sessions, now)?;
     // The device key proves the machine; its hardware may have drifted
     // (a NIC swapped), and the new license describes it as it is now.
     db.record_refresh(
@@ -583,8 +656,13 @@ pub fn deactivate(
         // Released already (moved or deactivated before): what the device
         // asks for is true, so say so.
         Signer::Past(_) => {}
+        // A replaced key cannot release the binding of the box that holds it.
+        Signer::Replaced(_) => return Err(not_registered(&pbx.serial)),
     }
-    Ok(DeactivateResponse { released: true })
+    Ok(DeactivateResponse {
+        released: true,
+        stamp: None,
+    })
 }
 
 #[cfg(test)]
@@ -671,6 +749,7 @@ mod tests {
             seats_in_use: BTreeMap::from([("premium".into(), 2)]),
             nonce: wire::new_nonce(),
             sent_at,
+            test_sessions: vec![],
         })
         .unwrap()
     }
@@ -1177,6 +1256,7 @@ mod tests {
             license_key: &throwaway,
             portal_key: &env.key,
             nonce_override: Some(wire::new_nonce()),
+            protocol: wire::PROTOCOL_VERSION,
         };
         let dev = device("00:11:22:33:44:55");
         let req = activation(&env, &dev);

@@ -196,6 +196,22 @@ impl Portal {
         (status, resp.bytes().await.unwrap().to_vec())
     }
 
+    /// As an agent of protocol 2 posts.
+    async fn post_v2(&self, path: &str, body: Vec<u8>, sig: Option<String>) -> (u16, Vec<u8>) {
+        let mut req = self
+            .client()
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .header(wire::PROTOCOL_HEADER, "2")
+            .body(body);
+        if let Some(sig) = sig {
+            req = req.header(wire::SIGNATURE_HEADER, sig);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.bytes().await.unwrap().to_vec())
+    }
+
     async fn activate(&self, req: &ActivateRequest) -> (u16, Vec<u8>) {
         self.post(wire::ACTIVATE_PATH, serde_json::to_vec(req).unwrap(), None)
             .await
@@ -227,15 +243,31 @@ impl Drop for Portal {
 
 struct Device {
     key: SigningKey,
+    pkcs8: Vec<u8>,
     components: Vec<Component>,
 }
 
 impl Device {
     fn new(mac: &str) -> Device {
+        let (key, pkcs8) = SigningKey::generate();
         Device {
-            key: SigningKey::generate().0,
+            key,
+            pkcs8,
             components: vec![
                 hwid::hash_component(ComponentKind::MachineId, &format!("machine-{mac}")),
+                hwid::hash_component(ComponentKind::Mac, mac),
+            ],
+        }
+    }
+
+    /// A board made from this one's image: the same machine-id and device
+    /// key (the state folder was copied), another MAC.
+    fn clone_with_mac(&self, mac: &str) -> Device {
+        Device {
+            key: SigningKey::from_pkcs8(&self.pkcs8).unwrap(),
+            pkcs8: self.pkcs8.clone(),
+            components: vec![
+                self.components[0].clone(),
                 hwid::hash_component(ComponentKind::Mac, mac),
             ],
         }
@@ -275,6 +307,7 @@ impl Device {
             seats_in_use: BTreeMap::from([("premium".into(), 3)]),
             nonce: wire::new_nonce(),
             sent_at: licagent::time::now(),
+            test_sessions: vec![],
         }
     }
 
@@ -874,4 +907,149 @@ async fn settings_shape_licenses_and_sigterm_stops_the_server() {
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_carries_a_signed_stamp_and_old_agents_are_served() {
+    let portal = Portal::start();
+    let (key, serial) = portal.add_pbx();
+    let dev = Device::new("00:11:22:33:44:55");
+    let req = dev.activation(&key);
+    let (status, body) = portal
+        .post_v2(wire::ACTIVATE_PATH, serde_json::to_vec(&req).unwrap(), None)
+        .await;
+    assert_eq!(status, 200);
+    let resp: LicenseResponse = serde_json::from_slice(&body).unwrap();
+    let stamp = resp
+        .stamp
+        .expect("a stamp")
+        .verify_for(&portal.ring, &req.nonce)
+        .unwrap();
+    assert!((stamp.now - licagent::time::now()).abs() < 60);
+    assert_eq!(stamp.code, None);
+
+    // A refusal is stamped too, with its code: a stale request tells the
+    // agent the portal's time.
+    let mut stale = dev.refresh(&serial);
+    stale.sent_at -= 365 * 86_400;
+    let (body, sig) = dev.signed(&stale);
+    let (status, resp) = portal.post_v2(wire::REFRESH_PATH, body, sig).await;
+    assert_eq!(status, 401);
+    let err = error_of(&resp);
+    assert_eq!(err.error.code, ErrorCode::StaleRequest);
+    let stamp = err
+        .stamp
+        .expect("a stamp on the refusal")
+        .verify_for(&portal.ring, &stale.nonce)
+        .unwrap();
+    assert_eq!(stamp.code, Some(ErrorCode::StaleRequest));
+
+    // An agent of protocol 1 (no header) is served as before, and gets no
+    // field its license parser would refuse (it denies unknown fields),
+    // even when the vendor set a test mode policy for the PBX.
+    portal.cli(&["pbx", "test-policy", &serial, "--cooldown-secs", "60"]);
+    let refresh = dev.refresh(&serial);
+    let (body, sig) = dev.signed(&refresh);
+    let (status, resp) = portal.post(wire::REFRESH_PATH, body, sig).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+    let v: Value = serde_json::from_slice(&resp).unwrap();
+    let text = v["license"].as_str().unwrap();
+    let lic = license::verify(text, &portal.ring).unwrap();
+    assert_eq!(lic.nonce.as_deref(), Some(refresh.nonce.as_str()));
+    assert_eq!(lic.test_mode, None);
+    assert!(!payload_json(text).contains("test_mode"));
+    // An agent of protocol 2 gets the policy, signed.
+    let refresh = dev.refresh(&serial);
+    let (body, sig) = dev.signed(&refresh);
+    let (status, resp) = portal.post_v2(wire::REFRESH_PATH, body, sig).await;
+    assert_eq!(status, 200);
+    let lic = license::verify(&license_of(&resp), &portal.ring).unwrap();
+    assert_eq!(lic.test_mode.map(|p| p.cooldown_secs), Some(60));
+}
+
+/// The payload JSON of an armored license, as signed.
+fn payload_json(armored: &str) -> String {
+    let signed = license::parse(armored).unwrap();
+    String::from_utf8(signed.payload_bytes.clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cloned_board_is_caught_and_refused_with_a_signed_duplicate() {
+    let portal = Portal::start();
+    let (key, serial) = portal.add_pbx();
+    let first = Device::new("00:11:22:33:44:55");
+    let clone = first.clone_with_mac("00:11:22:33:44:66");
+    assert_ne!(first.hardware_id(), clone.hardware_id());
+    assert_eq!(portal.activate(&first.activation(&key)).await.0, 200);
+    let refresh = |d: &Device| {
+        let r = d.refresh(&serial);
+        let (body, sig) = d.signed(&r);
+        (r, body, sig)
+    };
+
+    // The clone's first refresh looks like a NIC swap and is followed.
+    let (_, body, sig) = refresh(&clone);
+    assert_eq!(portal.post_v2(wire::REFRESH_PATH, body, sig).await.0, 200);
+    // The first box refreshes again: two boxes. It was first; it keeps it.
+    let (_, body, sig) = refresh(&first);
+    assert_eq!(portal.post_v2(wire::REFRESH_PATH, body, sig).await.0, 200);
+    // The clone is refused, with a signed, specific error.
+    let (r, body, sig) = refresh(&clone);
+    let (status, resp) = portal.post_v2(wire::REFRESH_PATH, body, sig).await;
+    assert_eq!(status, 409);
+    let err = error_of(&resp);
+    assert_eq!(err.error.code, ErrorCode::Duplicate);
+    assert!(err.error.message.contains("in use on another box"));
+    assert!(err.error.message.contains("--rehost"));
+    let stamp = err
+        .stamp
+        .unwrap()
+        .verify_for(&portal.ring, &r.nonce)
+        .unwrap();
+    assert_eq!(stamp.code, Some(ErrorCode::Duplicate));
+    // An agent of protocol 1 gets a code it knows.
+    let (_, body, sig) = refresh(&clone);
+    let (status, resp) = portal.post(wire::REFRESH_PATH, body, sig).await;
+    assert_eq!(status, 409);
+    assert_eq!(error_of(&resp).error.code, ErrorCode::BoundElsewhere);
+    // The first box goes on.
+    let (_, body, sig) = refresh(&first);
+    assert_eq!(portal.post_v2(wire::REFRESH_PATH, body, sig).await.0, 200);
+
+    // The vendor sees it.
+    let shown = portal.cli_json(&["pbx", "show", &serial]);
+    assert_eq!(shown["duplicate"]["hardware_id"], clone.hardware_id());
+    assert_eq!(shown["duplicate"]["kept_hardware_id"], first.hardware_id());
+    assert!(shown["duplicate"]["attempts"].as_u64().unwrap() >= 2);
+    assert_eq!(shown["seen_from"].as_array().unwrap().len(), 2);
+    let text = portal.cli(&["pbx", "show", &serial]);
+    assert!(text.contains("DUPLICATE"), "{text}");
+
+    // A rehost onto the clone settles it: the clone holds the license, the
+    // first box learns it was moved.
+    let (status, _) = portal.rehost(&clone.activation(&key)).await;
+    assert_eq!(status, 200);
+    assert!(portal.cli_json(&["pbx", "show", &serial])["duplicate"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_device_key_still_in_use_is_a_duplicate() {
+    let portal = Portal::start();
+    let (key, serial) = portal.add_pbx();
+    let first = Device::new("00:11:22:33:44:55");
+    assert_eq!(portal.activate(&first.activation(&key)).await.0, 200);
+    // A box with the same hardware ID but its own key activates: the
+    // portal takes its key (a re-activation)...
+    let mut second = Device::new("00:11:22:33:44:55");
+    second.components = first.components.clone();
+    assert_eq!(portal.activate(&second.activation(&key)).await.0, 200);
+    // ...and the first key, still refreshing, is the other box.
+    let r = first.refresh(&serial);
+    let (body, sig) = first.signed(&r);
+    let (status, resp) = portal.post_v2(wire::REFRESH_PATH, body, sig).await;
+    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&resp));
+    assert_eq!(error_of(&resp).error.code, ErrorCode::Duplicate);
+    let r = second.refresh(&serial);
+    let (body, sig) = second.signed(&r);
+    assert_eq!(portal.post_v2(wire::REFRESH_PATH, body, sig).await.0, 200);
 }

@@ -51,7 +51,8 @@ pub enum Code {
     /// Another system's license; `--replace` to switch (the message says
     /// what happens to the users).
     OtherSystem,
-    /// A weaker license would replace a full one.
+    /// A weaker license (a trial, test) would replace a full one; `trial`
+    /// on a box with a full license is refused so (HTTP 409).
     Downgrade,
     /// The portal's answer does not answer this request or names another device.
     LicenseMismatch,
@@ -69,6 +70,9 @@ pub enum Code {
     UnknownSystem,
     /// The license is bound to another box; `activate KEY --rehost` moves it.
     BoundElsewhere,
+    /// The portal saw this system refresh from two boxes (a cloned image)
+    /// and keeps the other one; `activate KEY --rehost` moves it here.
+    Duplicate,
     /// The portal's rehost limit for the period is reached.
     RehostLimit,
     /// This machine's trial was used.
@@ -86,8 +90,10 @@ pub enum Code {
     // Test mode and trial.
     TestModeOn,
     TestModeOff,
-    /// A full license is installed; a trial would replace it.
-    FullLicenseInstalled,
+    /// The vendor's policy in the license turns test mode off.
+    TestModeDisabled,
+    /// The vendor's policy asks for a pause between sessions.
+    TestModeCooldown,
 
     // Users and seats.
     UnknownUser,
@@ -162,6 +168,7 @@ fn portal(p: &PortalError) -> (StatusCode, Code) {
             PortalCode::UnknownKey => (UNPROCESSABLE, Code::UnknownKey),
             PortalCode::UnknownSystem => (UNPROCESSABLE, Code::UnknownSystem),
             PortalCode::BoundElsewhere => (StatusCode::CONFLICT, Code::BoundElsewhere),
+            PortalCode::Duplicate => (StatusCode::CONFLICT, Code::Duplicate),
             PortalCode::RehostLimit => (StatusCode::TOO_MANY_REQUESTS, Code::RehostLimit),
             PortalCode::TrialUsed => (StatusCode::CONFLICT, Code::TrialUsed),
             PortalCode::Revoked => (StatusCode::GONE, Code::Revoked),
@@ -193,6 +200,8 @@ pub fn import(e: &ImportError) -> (StatusCode, Code) {
         ImportError::WrongNonce | ImportError::WrongDevice => {
             (UNPROCESSABLE, Code::LicenseMismatch)
         }
+        ImportError::OtherSystem { .. } => (StatusCode::CONFLICT, Code::OtherSystem),
+        ImportError::Weaker { .. } => (StatusCode::CONFLICT, Code::Downgrade),
         ImportError::Store(e) => store(e),
     }
 }
@@ -210,6 +219,8 @@ pub fn test_mode(e: &TestModeError) -> (StatusCode, Code) {
     match e {
         TestModeError::AlreadyOn(_) => (StatusCode::CONFLICT, Code::TestModeOn),
         TestModeError::NotOn => (StatusCode::CONFLICT, Code::TestModeOff),
+        TestModeError::Off => (StatusCode::CONFLICT, Code::TestModeDisabled),
+        TestModeError::CoolingDown { .. } => (StatusCode::CONFLICT, Code::TestModeCooldown),
         TestModeError::Store(e) => store(e),
     }
 }
@@ -274,6 +285,7 @@ mod tests {
             code: PortalCode::Internal,
             message: "boom".into(),
             revocation: None,
+            stamp: None,
         };
         assert_eq!(
             portal(&failed),
@@ -287,6 +299,7 @@ mod tests {
             code: PortalCode::BoundElsewhere,
             message: "elsewhere".into(),
             revocation: None,
+            stamp: None,
         };
         assert_eq!(portal(&bound), (StatusCode::CONFLICT, Code::BoundElsewhere));
     }

@@ -13,7 +13,7 @@ use tracing::warn;
 use super::auth::{Peer, Policy};
 use super::error::{self as errors, ApiError, Code, ErrorBody};
 use super::events::{Events, SseBody};
-use super::types::{ActivateBody, RequestCodeAnswer, RequestCodeBody, Status};
+use super::types::{ActivateBody, RequestCodeAnswer, RequestCodeBody, Status, TrialBody};
 use crate::config::Config;
 use crate::daemon::agent::{Agent, TestModeError};
 use crate::daemon::link::Link;
@@ -185,7 +185,7 @@ async fn route_to(
                     "the license file is not UTF-8 text",
                 );
             };
-            match agent.import(text) {
+            match agent.import(text, query_flag(query, "replace")) {
                 Ok(_) => json(StatusCode::OK, &status(shared)),
                 Err(e) => {
                     warn!(uid = peer.uid, "license import refused: {e}");
@@ -217,7 +217,10 @@ async fn route_to(
                 Err(e) => fail(errors::link(&e), &e),
             }
         }
-        Route::Trial => match link.trial(agent).await {
+        Route::Trial => match link
+            .trial(agent, parse::<TrialBody>(body).unwrap_or_default().replace)
+            .await
+        {
             Ok(_) => json(StatusCode::OK, &status(shared)),
             Err(e) => fail(errors::link(&e), &e),
         },
@@ -403,6 +406,11 @@ fn status(shared: &Shared) -> Status {
     let mut s = shared.agent.status();
     s.refresh = Some(shared.link.info(&shared.agent));
     s
+}
+
+/// Whether `name`, `name=1` or `name=true` is in the query string.
+fn query_flag(query: &super::users::Query, name: &str) -> bool {
+    matches!(query.get(name), Some("" | "1" | "true" | "yes"))
 }
 
 pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {

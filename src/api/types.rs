@@ -27,6 +27,40 @@ pub struct Status {
     /// The portal link; `null` when no portal is configured.
     #[serde(default)]
     pub refresh: Option<RefreshInfo>,
+    /// The next rung of the ladder: what comes by itself, and when;
+    /// `null` when nothing does (docs/operations.md, "The ladder").
+    #[serde(default)]
+    pub next: Option<NextStep>,
+    /// Trusted time against the wall clock.
+    #[serde(default)]
+    pub clock: Option<ClockInfo>,
+}
+
+/// "active → grace in 3 days": the state that comes without a successful
+/// refresh, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextStep {
+    pub state: LicenseState,
+    /// RFC 3339, trusted time.
+    pub at: String,
+    pub in_secs: i64,
+}
+
+/// The agent's clock (docs/config.md, "Trusted time").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockInfo {
+    /// Trusted now, RFC 3339: what every license time is compared with.
+    pub trusted_now: String,
+    /// The system's wall clock, RFC 3339: only a hint.
+    pub wall_clock: String,
+    /// Wall clock minus trusted time, seconds (negative: behind).
+    pub offset_secs: i64,
+    /// `portal`, `license_file`, `boot` or `wall_clock`.
+    pub source: crate::license::clock::TimeSource,
+    /// When that source last set the time (trusted time, RFC 3339).
+    pub source_at: String,
+    /// Set when the offset is over the skew threshold (300 s).
+    pub warning: Option<String>,
 }
 
 /// Refresh facts: when the agent next calls the portal, and how it went.
@@ -51,6 +85,14 @@ pub struct ActivateBody {
     pub key: String,
     #[serde(default)]
     pub rehost: bool,
+}
+
+/// `POST /v1/trial` (the body is optional).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrialBody {
+    /// Allow a trial to replace an installed full license.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// `POST /v1/request-code`.

@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use super::{block_on, client, print_json, status, CliError};
-use crate::api::types::{ActivateBody, RequestCodeAnswer, RequestCodeBody, Status};
+use crate::api::types::{ActivateBody, RequestCodeAnswer, RequestCodeBody, Status, TrialBody};
 use crate::config::Config;
 use crate::license::PortalKey;
 
@@ -86,8 +86,10 @@ pub fn deactivate(config: &Config, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn trial(config: &Config, json: bool) -> Result<(), CliError> {
-    let st: Status = block_on(client(config).post("/v1/trial", Vec::new(), "application/json"))??;
+pub fn trial(config: &Config, replace: bool, json: bool) -> Result<(), CliError> {
+    let body =
+        serde_json::to_vec(&TrialBody { replace }).map_err(|e| CliError::Failed(e.to_string()))?;
+    let st: Status = block_on(client(config).post("/v1/trial", body, "application/json"))??;
     if json {
         return print_json(&st);
     }

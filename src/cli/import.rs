@@ -7,14 +7,18 @@ use super::{block_on, client, print_json, status, CliError};
 use crate::api::types::Status;
 use crate::config::Config;
 
-pub fn run(config: &Config, file: &Path, json: bool) -> Result<(), CliError> {
+pub fn run(config: &Config, file: &Path, replace: bool, json: bool) -> Result<(), CliError> {
     let text = read_input(file)?;
     // A quick local look first, so that "this is not a license file" does
     // not need the daemon.
     crate::license::parse(&text)
         .map_err(|e| CliError::Refused(format!("{}: {e}", file.display())))?;
-    let status: Status =
-        block_on(client(config).post("/v1/license", text.into_bytes(), "text/plain"))??;
+    let path = if replace {
+        "/v1/license?replace=1"
+    } else {
+        "/v1/license"
+    };
+    let status: Status = block_on(client(config).post(path, text.into_bytes(), "text/plain"))??;
     if json {
         print_json(&status)
     } else {

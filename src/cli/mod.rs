@@ -69,6 +69,10 @@ enum Command {
     Import {
         /// The license file, or - for standard input
         file: PathBuf,
+        /// Allow switching the box to another system, or replacing a full
+        /// license with a trial or test one
+        #[arg(long)]
+        replace: bool,
         #[arg(long)]
         json: bool,
     },
@@ -95,6 +99,9 @@ enum Command {
     },
     /// Get this machine's trial license from the portal (once per machine, 3 months)
     Trial {
+        /// Allow the trial to replace a full license installed here
+        #[arg(long)]
+        replace: bool,
         #[arg(long)]
         json: bool,
     },
@@ -285,7 +292,11 @@ fn dispatch_other(cli: Cli, config: Config) -> Result<(), CliError> {
     match cli.command {
         Command::Run => run::run(config, cli.config),
         Command::Status { .. } | Command::CheckConfig { .. } => Ok(()),
-        Command::Import { file, json } => import::run(&config, &file, json),
+        Command::Import {
+            file,
+            replace,
+            json,
+        } => import::run(&config, &file, replace, json),
         Command::Activate { key, rehost, json } => activate::activate(&config, &key, rehost, json),
         Command::Refresh { json } => activate::refresh(&config, json),
         Command::RequestCode { key } => activate::request_code(&config, &key),
@@ -293,7 +304,7 @@ fn dispatch_other(cli: Cli, config: Config) -> Result<(), CliError> {
         Command::Seats { json } => users::seats(&config, json),
         Command::Export { file } => users::export(&config, &file),
         Command::Restore { file } => users::restore(&config, &file),
-        Command::Trial { json } => activate::trial(&config, json),
+        Command::Trial { replace, json } => activate::trial(&config, replace, json),
         Command::Deactivate { json } => activate::deactivate(&config, json),
         Command::TestMode { action, json } => testmode::run(&config, &action, json),
         Command::Hwid {

@@ -43,6 +43,14 @@ pub fn print_human(s: &Status) {
             humantime::format_duration(std::time::Duration::from_secs(t.left_secs.max(0) as u64))
         );
     }
+    if let Some(n) = &s.next {
+        println!(
+            "Next:         {} in {} (at {})",
+            state_word(n.state),
+            crate::license::clock::span(n.in_secs.max(0) as u64),
+            n.at
+        );
+    }
     let hw_note = match s.license.as_ref().map(|l| l.hardware_match) {
         Some(MatchVerdict::Match) => " (matches the license)",
         Some(MatchVerdict::Partial) => " (hardware changed; see `licagent hwid --explain`)",
@@ -89,6 +97,20 @@ pub fn print_human(s: &Status) {
         }
         if let Some(e) = &r.last_error {
             println!("Last error:   {e} ({} failed attempts)", r.failures);
+        }
+    }
+    if let Some(c) = &s.clock {
+        println!(
+            "Time:         {} (trusted, from {} since {})",
+            c.trusted_now,
+            c.source.word(),
+            c.source_at
+        );
+        let off = crate::license::clock::span(c.offset_secs.unsigned_abs());
+        let dir = if c.offset_secs < 0 { "behind" } else { "ahead" };
+        println!("Wall clock:   {} ({off} {dir})", c.wall_clock);
+        if let Some(w) = &c.warning {
+            println!("Warning:      {w}");
         }
     }
     for w in &s.hardware_warnings {

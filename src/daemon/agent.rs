@@ -8,26 +8,45 @@ use std::sync::Mutex;
 
 use tracing::{error, info, warn};
 
-use crate::api::types::{LicenseSummary, SeatCount, Status, TestMode};
+use crate::api::types::Status;
 use crate::config::Config;
 use crate::hwid::{self, HardwareInfo, HwMatch};
-use crate::license::{self, state, Event, KeyRing, LicenseError, LicensePayload, LicenseState};
+use crate::license::clock::{Anchor, TrustedClock};
+
+use crate::daemon::logging;
+use crate::license::{
+    self, state, Event, KeyRing, LicenseError, LicenseKind, LicensePayload, LicenseState,
+};
 use crate::seats::{self, Ledger, LedgerSettings, Limits, OverUse};
 use crate::store::{Store, StoreError, StoredLicense};
 use crate::time;
 
+mod clock;
+mod install;
 mod observe;
+mod report;
+mod testmode;
 pub mod users;
 
-/// The clock may lag its own high-water mark by this much before the agent
-/// says so (NTP steps and leap smearing stay quiet).
-const CLOCK_BACK_TOLERANCE_SECS: i64 = 300;
+pub use install::{Expect, ImportError};
+pub use testmode::TestModeError;
 
-/// How often the high-water mark is written to the store at most.
-const CLOCK_MARK_PERSIST_SECS: i64 = 60;
+pub use report::state_word;
+
+/// How often trusted time is written to the store while nothing else
+/// changes it: after a reboot it runs on from the last saved value, so a
+/// box that is switched off loses at most this much (never gains).
+const ANCHOR_PERSIST_MS: i64 = 60_000;
+
+/// The setting that keeps the trusted clock's anchor (JSON).
+const ANCHOR_KEY: &str = "clock_anchor";
 
 pub struct Agent {
     inner: Mutex<Inner>,
+    /// Woken whenever a deadline may have changed (a license installed,
+    /// test mode switched, the clock corrected), so that the daemon's
+    /// timer re-plans at once instead of at its next tick.
+    changed: tokio::sync::Notify,
 }
 
 struct Inner {
@@ -37,10 +56,14 @@ struct Inner {
     license: Option<Loaded>,
     state: LicenseState,
     reason: Option<String>,
-    /// The highest time seen; "now" never goes below it.
-    clock_mark: i64,
-    clock_mark_saved: i64,
-    clock_back_warned: bool,
+    /// Trusted time (`crate::license::clock`).
+    clock: TrustedClock,
+    /// The anchor as last saved.
+    anchor_saved: Option<Anchor>,
+    /// The skew warning is logged once per episode.
+    skew_warned: bool,
+    /// The last trusted now, for code that must not read the clock again.
+    last_now: i64,
     /// End of test mode (Unix seconds) while it is on.
     test_until: Option<i64>,
     /// Users and their seats, in step with the store.
@@ -49,6 +72,9 @@ struct Inner {
     last_over_use: Vec<OverUse>,
     /// Run (not waited for) when over-use changes; `seats.notice_hook`.
     notice_hook: Option<std::path::PathBuf>,
+    /// Run (not waited for) when a test mode session ends;
+    /// `test_mode.end_hook`.
+    test_end_hook: Option<std::path::PathBuf>,
 }
 
 struct Loaded {
@@ -68,28 +94,6 @@ pub enum AgentError {
     },
 }
 
-/// Why an import was refused; the API maps each to a status code.
-#[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    #[error("{0}")]
-    Invalid(#[from] LicenseError),
-    #[error("the license {new} is older than the installed license {installed} of the same system; it was not installed")]
-    Older { new: String, installed: String },
-    #[error("the portal's license answers another request (nonce mismatch); it was not installed")]
-    WrongNonce,
-    #[error("the portal's license names another device key; it was not installed")]
-    WrongDevice,
-    #[error("the license could not be saved: {0}")]
-    Store(#[from] StoreError),
-}
-
-/// What a license from the portal must carry to be installed: it answers
-/// this request and names this device.
-pub struct Expect<'a> {
-    pub nonce: &'a str,
-    pub device_public_key: &'a str,
-}
-
 /// What a refresh needs to know about the installed license.
 #[derive(Clone, Debug)]
 pub struct RefreshTarget {
@@ -104,17 +108,6 @@ const REVOKED_KEY: &str = "revoked_reason";
 
 /// The setting that keeps test mode's end across restarts.
 const TEST_MODE_KEY: &str = "test_mode_until";
-
-/// Why test mode could not be switched.
-#[derive(Debug, thiserror::Error)]
-pub enum TestModeError {
-    #[error("test mode is already on until {0}; stop it first to start it again")]
-    AlreadyOn(String),
-    #[error("test mode is not on")]
-    NotOn,
-    #[error("{0}")]
-    Store(#[from] StoreError),
-}
 
 impl Agent {
     /// Opens the store, reads this machine's hardware, and loads the cached
@@ -142,7 +135,7 @@ impl Agent {
             error!("trust keys not usable: {e}");
             KeyRing::vendor()
         });
-        let clock_mark = store.clock_mark()?;
+        let anchor = clock::saved_anchor(&store)?;
         let settings = LedgerSettings {
             default_profile: config.seats.default_profile.clone(),
         };
@@ -154,31 +147,67 @@ impl Agent {
             license: None,
             state: LicenseState::Unlicensed,
             reason: Some("no license is installed".to_string()),
-            clock_mark,
-            clock_mark_saved: clock_mark,
-            clock_back_warned: false,
+            clock: TrustedClock::new(anchor.clone()),
+            anchor_saved: anchor,
+            skew_warned: false,
+            last_now: 0,
             test_until: None,
             ledger,
             last_over_use: Vec::new(),
             notice_hook: config.seats.hook(),
+            test_end_hook: config.test_mode.hook(),
         };
         inner.test_until = inner
             .store
             .setting(TEST_MODE_KEY)?
             .and_then(|v| v.parse().ok());
         let now = inner.now();
-        inner.persist_clock_mark(now, true);
         inner.load_current(now)?;
         inner.sync_limits(now);
+        let v = inner.clock.view(&time::reading());
         info!(
-            state = ?inner.state,
+            message_id = logging::message_id::STATE_CHANGE,
+            state = state_word(inner.state),
             hardware_id = %inner.hw.hardware_id,
+            trusted_now = %time::rfc3339(v.trusted),
+            time_source = v.source.as_str(),
             "license state at start: {}",
             state_word(inner.state)
         );
         Ok(Agent {
             inner: Mutex::new(inner),
+            changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Resolves when a deadline may have changed since the last call.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// Tells the daemon's timer to plan again.
+    pub fn wake(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Trusted now, Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.lock().now()
+    }
+
+    /// Trusted now, Unix milliseconds (for timers).
+    pub fn now_ms(&self) -> i64 {
+        self.lock().now_ms()
+    }
+
+    /// A verified portal time (a stamp or a license bound to our nonce):
+    /// trusted time is reset to it, in either direction, and the state
+    /// follows.
+    pub fn portal_time(&self, portal_ms: i64) {
+        let mut inner = self.lock();
+        inner.set_portal_time(portal_ms);
+        drop(inner);
+        self.wake();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -191,6 +220,22 @@ impl Agent {
         let mut inner = self.lock();
         let now = inner.now();
         inner.status(now)
+    }
+
+    /// Refuses a trial on a box that holds a full license, unless `replace`.
+    pub fn check_trial_allowed(&self, replace: bool) -> Result<(), ImportError> {
+        let inner = self.lock();
+        match &inner.license {
+            Some(l) if l.payload.kind == LicenseKind::Full && !replace => {
+                Err(ImportError::Weaker {
+                    installed: l.payload.license_id.clone(),
+                    system: l.payload.system_id.clone(),
+                    name: l.payload.pbx_name.clone(),
+                    new_kind: "trial".into(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn key_ring(&self) -> KeyRing {
@@ -209,61 +254,25 @@ impl Agent {
     }
 
     /// Verifies and installs an armored license file (offline import).
-    pub fn import(&self, text: &str) -> Result<Status, ImportError> {
-        self.accept(text, None)
+    /// Another system's license, or a weaker kind over a full license,
+    /// needs `replace`.
+    pub fn import(&self, text: &str, replace: bool) -> Result<Status, ImportError> {
+        self.accept(text, None, replace)
     }
 
     /// Verifies and installs a license; from the portal it must also answer
-    /// the request (`expect`).
-    pub fn accept(&self, text: &str, expect: Option<Expect<'_>>) -> Result<Status, ImportError> {
-        let mut inner = self.lock();
-        let now = inner.now();
-        let payload = license::verify(text, &inner.ring)?;
-        if let Some(x) = &expect {
-            if payload.nonce.as_deref() != Some(x.nonce) {
-                return Err(ImportError::WrongNonce);
-            }
-            if payload.device_public_key.as_deref() != Some(x.device_public_key) {
-                return Err(ImportError::WrongDevice);
-            }
-        }
-        let validity = license::check(&payload, &inner.hw.components, now)?;
-        if let Some(cur) = &inner.license {
-            if cur.payload.system_id == payload.system_id
-                && payload.issued_at < cur.payload.issued_at
-            {
-                return Err(ImportError::Older {
-                    new: payload.license_id.clone(),
-                    installed: cur.payload.license_id.clone(),
-                });
-            }
-        }
-        let stored = StoredLicense {
-            license_id: payload.license_id.clone(),
-            armored: text.trim().to_string() + "\n",
-            installed_at: now,
-        };
-        inner.store.install_license(&stored)?;
-        inner.store.set_setting(REVOKED_KEY, None)?;
-        inner.persist_clock_mark(now, true);
-        info!(
-            license_id = %payload.license_id,
-            system_id = %payload.system_id,
-            kind = ?payload.kind,
-            "license installed"
-        );
-        let kind = payload.kind;
-        inner.license = Some(Loaded {
-            payload,
-            stored,
-            hw: validity.hardware,
-        });
-        inner.apply(Event::Installed(kind), None);
-        // A license installed late may already be in grace.
-        inner.apply_time_events(now);
-        // New seats take effect now, even when the state stayed the same.
-        inner.sync_limits(now);
-        Ok(inner.status(now))
+    /// the request (`expect`), and its time resets trusted time.
+    pub fn accept(
+        &self,
+        text: &str,
+        expect: Option<Expect<'_>>,
+        replace: bool,
+    ) -> Result<Status, ImportError> {
+        let result = self.lock().accept(text, expect, replace);
+        // The deadlines may have moved even when the license was refused
+        // (the portal's time was taken).
+        self.wake();
+        result
     }
 
     /// The installed license, when it is one the portal keeps fresh.
@@ -296,39 +305,12 @@ impl Agent {
         let text = format!("the portal revoked this license: {reason}");
         inner.store.set_setting(REVOKED_KEY, Some(&text))?;
         if inner.apply(Event::Revoked, Some(text)) {
-            let now = inner.clock_mark;
+            let now = inner.last_now;
             inner.sync_limits(now);
         }
+        drop(inner);
+        self.wake();
         Ok(())
-    }
-
-    /// Starts test mode: everything unlocked, no seat limits, for
-    /// `duration_secs`, then back to the installed license by itself.
-    pub fn start_test_mode(&self, duration_secs: i64) -> Result<Status, TestModeError> {
-        let mut inner = self.lock();
-        let now = inner.now();
-        if let Some(until) = inner.test_until.filter(|u| *u > now) {
-            return Err(TestModeError::AlreadyOn(time::rfc3339(until)));
-        }
-        let until = now + duration_secs;
-        inner
-            .store
-            .set_setting(TEST_MODE_KEY, Some(&until.to_string()))?;
-        inner.test_until = Some(until);
-        info!(until = %time::rfc3339(until), "test mode started: everything unlocked, no seat limits");
-        inner.sync_limits(now);
-        Ok(inner.status(now))
-    }
-
-    /// Ends test mode now.
-    pub fn stop_test_mode(&self) -> Result<Status, TestModeError> {
-        let mut inner = self.lock();
-        let now = inner.now();
-        if inner.test_until.filter(|u| *u > now).is_none() {
-            return Err(TestModeError::NotOn);
-        }
-        inner.end_test_mode("stopped");
-        Ok(inner.status(now))
     }
 
     /// Removes the installed license (after the portal released the
@@ -344,7 +326,10 @@ impl Agent {
             Some("the license was deactivated on this box".into()),
         );
         inner.sync_limits(now);
-        Ok(inner.status(now))
+        let status = inner.status(now);
+        drop(inner);
+        self.wake();
+        Ok(status)
     }
 
     /// Applies whatever the passing of time implies; called by the daemon's
@@ -352,7 +337,6 @@ impl Agent {
     pub fn tick(&self) -> LicenseState {
         let mut inner = self.lock();
         let now = inner.now();
-        inner.persist_clock_mark(now, false);
         if inner.apply_time_events(now) {
             inner.sync_limits(now);
         }
@@ -369,31 +353,28 @@ impl Agent {
         let now = inner.now();
         inner.load_current(now)?;
         inner.sync_limits(now);
+        drop(inner);
+        self.wake();
         Ok(())
     }
 
-    /// Seconds until the next time-driven state change, if any (for timers).
-    pub fn next_deadline(&self) -> Option<i64> {
+    /// Milliseconds until the next time-driven change (refresh due, grace
+    /// end, term end, test mode end), if any, for the daemon's timer.
+    pub fn next_deadline_ms(&self) -> Option<i64> {
         let mut inner = self.lock();
-        let now = inner.now();
+        let now = inner.now_ms();
         let mut times: Vec<i64> = inner.test_until.into_iter().collect();
-        let Some(l) = &inner.license else {
-            return times
-                .into_iter()
-                .filter(|t| *t > now)
-                .min()
-                .map(|t| t - now);
-        };
-        let p = &l.payload;
-        if let Some(due) = p.refresh_due {
-            times.push(due);
-            times.push(due.saturating_add(p.grace_secs));
-        }
-        if let Some(end) = p.term.ends_at {
-            times.push(end);
+        if let Some(l) = &inner.license {
+            let p = &l.payload;
+            if let Some(due) = p.refresh_due {
+                times.push(due);
+                times.push(due.saturating_add(p.grace_secs));
+            }
+            times.extend(p.term.ends_at);
         }
         times
             .into_iter()
+            .map(|t| t.saturating_mul(1000))
             .filter(|t| *t > now)
             .min()
             .map(|t| t - now)
@@ -401,33 +382,6 @@ impl Agent {
 }
 
 impl Inner {
-    /// Wall-clock time, never below the high-water mark.
-    fn now(&mut self) -> i64 {
-        let wall = time::now();
-        if wall >= self.clock_mark {
-            self.clock_mark = wall;
-            self.clock_back_warned = false;
-        } else if self.clock_mark - wall > CLOCK_BACK_TOLERANCE_SECS && !self.clock_back_warned {
-            warn!(
-                clock = %time::rfc3339(wall),
-                high_water = %time::rfc3339(self.clock_mark),
-                "the system clock is behind the latest time this agent has seen; license times use the latter"
-            );
-            self.clock_back_warned = true;
-        }
-        self.clock_mark
-    }
-
-    fn persist_clock_mark(&mut self, now: i64, force: bool) {
-        if !force && now - self.clock_mark_saved < CLOCK_MARK_PERSIST_SECS {
-            return;
-        }
-        match self.store.advance_clock_mark(now) {
-            Ok(saved) => self.clock_mark_saved = saved,
-            Err(e) => warn!("cannot save the clock high-water mark: {e}"),
-        }
-    }
-
     /// Reads the current license from the store and derives the state from
     /// its own times (start-up and trust changes).
     fn load_current(&mut self, now: i64) -> Result<(), StoreError> {
@@ -488,7 +442,16 @@ impl Inner {
 
     fn set_state(&mut self, state: LicenseState, reason: Option<String>) {
         if state != self.state {
-            info!(from = ?self.state, to = ?state, "license state changed: {}", state_word(state));
+            let (from, to) = (state_word(self.state), state_word(state));
+            let id = logging::message_id::STATE_CHANGE;
+            // Losing ground is a warning: the admin must act before (grace)
+            // or now (expired, revoked).
+            match state {
+                LicenseState::Grace | LicenseState::Expired | LicenseState::Revoked => {
+                    warn!(message_id = id, from, to, "license state changed: {to}")
+                }
+                _ => info!(message_id = id, from, to, "license state changed: {to}"),
+            }
         }
         self.state = state;
         self.reason = reason;
@@ -499,7 +462,7 @@ impl Inner {
     fn apply(&mut self, event: Event, reason: Option<String>) -> bool {
         match state::transition(self.state, event) {
             Some(next) => {
-                let now = self.clock_mark;
+                let now = self.last_now;
                 let reason = reason.or_else(|| self.reason_for(next, now, None));
                 let changed = next != self.state;
                 self.set_state(next, reason);
@@ -568,16 +531,6 @@ impl Inner {
         }
     }
 
-    fn end_test_mode(&mut self, why: &str) {
-        if let Err(e) = self.store.set_setting(TEST_MODE_KEY, None) {
-            warn!("cannot clear test mode in the store: {e}");
-        }
-        self.test_until = None;
-        info!(back_to = state_word(self.state), "test mode ended: {why}");
-        let now = self.clock_mark;
-        self.sync_limits(now);
-    }
-
     /// Gives the ledger the limits of what is in force now: the license
     /// while licensed, no limits in test mode, nothing otherwise.
     fn sync_limits(&mut self, now: i64) {
@@ -586,7 +539,7 @@ impl Inner {
                 let mut p = license
                     .as_ref()
                     .map(|l| l.payload.clone())
-                    .unwrap_or_else(test_mode_payload);
+                    .unwrap_or_else(testmode::test_mode_payload);
                 p.kind = license::LicenseKind::Test;
                 Limits::from_payload(&p)
             }
@@ -604,6 +557,7 @@ impl Inner {
         }
         for o in &over {
             warn!(
+                message_id = logging::message_id::OVER_USE,
                 code = %o.code,
                 purchased = o.purchased,
                 used = o.used,
@@ -612,108 +566,15 @@ impl Inner {
             );
         }
         if over.is_empty() {
-            info!("no profile or add-on is over-used any more");
+            info!(
+                message_id = logging::message_id::OVER_USE,
+                "no profile or add-on is over-used any more"
+            );
         }
         if let Some(hook) = &self.notice_hook {
             users::run_notice_hook(hook, &over);
         }
         self.last_over_use = over;
-    }
-
-    fn status(&self, now: i64) -> Status {
-        let license = self
-            .license
-            .as_ref()
-            .map(|l| summary(l, self.state, now, &self.ledger));
-        let test_until = self.test_mode_on(now);
-        let state = self.reported_state(now);
-        let reason = match test_until {
-            Some(until) => Some(format!(
-                "test mode: everything unlocked, no seat limits, until {}",
-                time::rfc3339(until)
-            )),
-            None => self.reason.clone(),
-        };
-        Status {
-            state,
-            licensed: state.is_licensed(),
-            reason,
-            test_mode: test_until.map(|until| TestMode {
-                ends_at: time::rfc3339(until),
-                left_secs: until - now,
-            }),
-            hardware_id: self.hw.hardware_id.clone(),
-            hardware_warnings: self.hw.warnings.clone(),
-            license,
-            refresh: None,
-        }
-    }
-}
-
-fn summary(l: &Loaded, state: LicenseState, now: i64, ledger: &Ledger) -> LicenseSummary {
-    let counts: std::collections::HashMap<String, seats::SeatSummary> = ledger
-        .summary()
-        .into_iter()
-        .map(|s| (s.code.clone(), s))
-        .collect();
-    let p = &l.payload;
-    let grace_end = p.refresh_due.map(|d| d.saturating_add(p.grace_secs));
-    let mut changed: Vec<_> =
-        l.hw.missing
-            .iter()
-            .chain(&l.hw.added)
-            .map(|c| c.kind)
-            .collect();
-    changed.sort();
-    changed.dedup();
-    LicenseSummary {
-        license_id: p.license_id.clone(),
-        system_id: p.system_id.clone(),
-        pbx_name: p.pbx_name.clone(),
-        kind: p.kind,
-        bound_hardware_id: p.hardware_id.clone(),
-        hardware_match: l.hw.verdict,
-        hardware_changed: changed,
-        issued_at: time::rfc3339(p.issued_at),
-        term: p.term.kind,
-        expires_at: p.term.ends_at.map(time::rfc3339),
-        refresh_due: p.refresh_due.map(time::rfc3339),
-        grace_ends: grace_end.map(time::rfc3339),
-        grace_left_secs: match (state, grace_end) {
-            (LicenseState::Grace, Some(end)) => Some((end - now).max(0)),
-            _ => None,
-        },
-        enforcement: p.enforcement,
-        seats: p
-            .seats
-            .iter()
-            .map(|(k, v)| {
-                let c = counts.get(k);
-                let used = c.map_or(0, |c| c.used);
-                let count = SeatCount {
-                    purchased: *v,
-                    used,
-                    available: v.saturating_sub(used),
-                    over: c.map_or(0, |c| c.over),
-                };
-                (k.clone(), count)
-            })
-            .collect(),
-        addons: p.addons.clone(),
-        installed_at: time::rfc3339(l.stored.installed_at),
-    }
-}
-
-/// One word for people and logs.
-pub fn state_word(s: LicenseState) -> &'static str {
-    match s {
-        LicenseState::Unlicensed => "unlicensed",
-        LicenseState::Active => "active",
-        LicenseState::Grace => "grace",
-        LicenseState::Expired => "expired",
-        LicenseState::Revoked => "revoked",
-        LicenseState::Trial => "trial",
-        LicenseState::Test => "test",
     }
 }
 
@@ -743,32 +604,5 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-/// What test mode unlocks when no license is installed: the vendor's
-/// catalog, every code unlimited.
-fn test_mode_payload() -> LicensePayload {
-    LicensePayload {
-        format: license::payload::PAYLOAD_FORMAT,
-        license_id: "test-mode".into(),
-        system_id: String::new(),
-        pbx_name: String::new(),
-        hardware_id: String::new(),
-        hardware: Vec::new(),
-        kind: license::LicenseKind::Test,
-        issued_at: 0,
-        term: license::Term {
-            kind: license::TermKind::Lifetime,
-            ends_at: None,
-        },
-        refresh_due: None,
-        grace_secs: 0,
-        enforcement: license::Enforcement::Soft,
-        seats: Default::default(),
-        addons: Default::default(),
-        catalog: LicensePayload::demo_catalog(),
-        device_public_key: None,
-        nonce: None,
     }
 }

@@ -14,8 +14,8 @@ use crate::api::types::{RefreshInfo, Status};
 use crate::config::{self, Config};
 use crate::license::{PortalKey, SigningKey};
 use crate::portal::wire::{
-    self, ActivateRequest, DeactivateRequest, DeactivateResponse, ErrorCode, RefreshRequest,
-    RequestCode, TrialRequest,
+    self, ActivateRequest, DeactivateRequest, DeactivateResponse, ErrorCode, LicenseResponse,
+    RefreshRequest, RequestCode, SignedStamp, TrialRequest,
 };
 use crate::portal::{PortalClient, PortalError};
 use crate::time;
@@ -129,27 +129,91 @@ impl Link {
             wire::ACTIVATE_PATH
         };
         info!(key = %key.redacted(), rehost, "activating with the portal");
-        let text = client.license(path, &req, None).await.inspect_err(|e| {
+        let resp = client.license(path, &req, None).await.inspect_err(|e| {
             warn!(key = %key.redacted(), "activation failed: {e}");
-        })?;
-        let status = agent
-            .accept(
-                &text,
-                Some(Expect {
-                    nonce: &nonce,
-                    device_public_key: &device,
-                }),
-            )
+        });
+        let resp = self.stamped(agent, resp, &nonce)?;
+        let before = agent.refresh_target().map(|t| t.system_id);
+        // The key names the system: activating is the explicit choice of
+        // it, so another system's license is replaced (and said so).
+        let status = self
+            .install(agent, &resp, &nonce, &device, true)
             .inspect_err(
                 |e| warn!(key = %key.redacted(), "the portal's license was refused: {e}"),
             )?;
-        self.succeeded();
+        if let (Some(old), Some(new)) = (before, status.license.as_ref()) {
+            if old != new.system_id {
+                warn!(from = %old, to = %new.system_id, "activation switched this box to another system; its users stay");
+            }
+        }
+        self.succeeded(agent.now());
+        agent.wake();
         Ok(status)
+    }
+
+    /// Takes the portal's time from an answer or a refusal: a verified
+    /// stamp bound to `nonce` resets trusted time. Returns the answer.
+    fn stamped(
+        &self,
+        agent: &Agent,
+        resp: Result<LicenseResponse, PortalError>,
+        nonce: &str,
+    ) -> Result<LicenseResponse, PortalError> {
+        let stamp = match &resp {
+            Ok(r) => r.stamp.as_ref(),
+            Err(PortalError::Refused { stamp, .. }) => stamp.as_deref(),
+            Err(_) => None,
+        };
+        self.take_stamp(agent, stamp, nonce);
+        resp
+    }
+
+    /// Verifies a stamp and hands its time to the agent; the portal time
+    /// when it verified.
+    fn take_stamp(&self, agent: &Agent, stamp: Option<&SignedStamp>, nonce: &str) -> Option<i64> {
+        match stamp?.verify_for(&agent.key_ring(), nonce) {
+            Ok(s) => {
+                agent.portal_time(s.millis());
+                Some(s.now)
+            }
+            Err(e) => {
+                warn!("{e}");
+                None
+            }
+        }
+    }
+
+    /// Installs a license the portal sent in answer to `nonce`.
+    fn install(
+        &self,
+        agent: &Agent,
+        resp: &LicenseResponse,
+        nonce: &str,
+        device: &str,
+        replace: bool,
+    ) -> Result<Status, ImportError> {
+        let portal_time_ms = resp
+            .stamp
+            .as_ref()
+            .and_then(|s| s.verify_for(&agent.key_ring(), nonce).ok())
+            .map(|s| s.millis());
+        agent.accept(
+            &resp.license,
+            Some(Expect {
+                nonce,
+                device_public_key: device,
+                portal_time_ms,
+            }),
+            replace,
+        )
     }
 
     /// Asks the portal for this machine's trial license (once per machine;
     /// the same trial again while it runs).
-    pub async fn trial(&self, agent: &Agent) -> Result<Status, LinkError> {
+    pub async fn trial(&self, agent: &Agent, replace: bool) -> Result<Status, LinkError> {
+        // Refused before any call: asking the portal would start the
+        // machine's one trial for nothing.
+        agent.check_trial_allowed(replace)?;
         let client = self.client()?;
         let _busy = self.busy.lock().await;
         let hw = agent.hardware();
@@ -162,26 +226,57 @@ impl Link {
             nonce: nonce.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        let text = client.license(wire::TRIAL_PATH, &req, None).await?;
-        let status = agent.accept(
-            &text,
-            Some(Expect {
-                nonce: &nonce,
-                device_public_key: &device,
-            }),
-        )?;
+        let resp = client.license(wire::TRIAL_PATH, &req, None).await;
+        let resp = self.stamped(agent, resp, &nonce)?;
+        let status = self.install(agent, &resp, &nonce, &device, replace)?;
         info!("trial license installed");
         Ok(status)
     }
 
     /// Refreshes now: a signed request with the seats in use; the answer is
-    /// the current license, or a verified revocation.
+    /// the current license, or a verified revocation. A request refused as
+    /// stale is sent once more when the refusal's stamp corrected trusted
+    /// time: a PBX whose clock is wrong still refreshes.
     pub async fn refresh(&self, agent: &Agent) -> Result<Status, LinkError> {
         let client = self.client()?;
         let _busy = self.busy.lock().await;
         let target = agent.refresh_target().ok_or(LinkError::NothingToRefresh)?;
+        let mut result = self.refresh_once(&client, agent, &target).await;
+        if let Err((
+            LinkError::Portal(PortalError::Refused {
+                code: ErrorCode::StaleRequest,
+                ..
+            }),
+            true,
+        )) = &result
+        {
+            info!("the portal corrected this agent's time; sending the refresh again");
+            result = self.refresh_once(&client, agent, &target).await;
+        }
+        let result = result.map_err(|(e, _)| e);
+        match &result {
+            Ok(_) => {
+                info!(system_id = %target.system_id, "license refreshed");
+                self.succeeded(agent.now());
+            }
+            Err(LinkError::Revoked(_)) => self.schedule().next_at = None,
+            Err(e) => self.failed(e, agent.now()),
+        }
+        agent.wake();
+        result
+    }
+
+    /// One refresh call. The error comes with whether a verified stamp
+    /// came with it.
+    async fn refresh_once(
+        &self,
+        client: &PortalClient,
+        agent: &Agent,
+        target: &super::agent::RefreshTarget,
+    ) -> Result<Status, (LinkError, bool)> {
         let hw = agent.hardware();
         let nonce = wire::new_nonce();
+        let (session_ids, test_sessions) = agent.test_sessions_to_report();
         let req = RefreshRequest {
             system_id: target.system_id.clone(),
             license_id: target.license_id.clone(),
@@ -189,50 +284,56 @@ impl Link {
             components: hw.components.clone(),
             seats_in_use: agent.seats_in_use(),
             nonce: nonce.clone(),
-            sent_at: time::now(),
+            // Trusted time, not the wall clock.
+            sent_at: agent.now(),
+            test_sessions,
         };
-        let result = match client
+        let device = self.device_public_key();
+        match client
             .license(wire::REFRESH_PATH, &req, Some(&self.device))
             .await
         {
-            Ok(text) => agent
-                .accept(
-                    &text,
-                    Some(Expect {
-                        nonce: &nonce,
-                        device_public_key: &self.device_public_key(),
-                    }),
-                )
-                .map_err(LinkError::from),
+            Ok(resp) => {
+                // The portal answered the request: it has the sessions.
+                agent.test_sessions_reported(&session_ids);
+                // `install` takes the stamp's time before it checks.
+                self.install(agent, &resp, &nonce, &device, false)
+                    .map_err(|e| (LinkError::from(e), true))
+            }
             Err(PortalError::Refused {
                 code: ErrorCode::Revoked,
                 message,
                 revocation: Some(signed),
-            }) => match signed.verify_for(&agent.key_ring(), &target.system_id, &nonce) {
-                Ok(rev) => {
-                    let mut reason = rev.reason.clone();
-                    if let Some(to) = &rev.moved_to {
-                        reason.push_str(&format!(" (the license moved to hardware {to})"));
+                stamp,
+            }) => {
+                let stamped = self.take_stamp(agent, stamp.as_deref(), &nonce).is_some();
+                match signed.verify_for(&agent.key_ring(), &target.system_id, &nonce) {
+                    Ok(rev) => {
+                        let mut reason = rev.reason.clone();
+                        if let Some(to) = &rev.moved_to {
+                            reason.push_str(&format!(" (the license moved to hardware {to})"));
+                        }
+                        warn!(system_id = %target.system_id, "{message}");
+                        if let Err(e) = agent.revoke(&reason) {
+                            error!("cannot save the revocation: {e}");
+                        }
+                        Err((LinkError::Revoked(reason), stamped))
                     }
-                    warn!(system_id = %target.system_id, "{message}");
-                    if let Err(e) = agent.revoke(&reason) {
-                        error!("cannot save the revocation: {e}");
-                    }
-                    Err(LinkError::Revoked(reason))
+                    Err(e) => Err((
+                        LinkError::Portal(PortalError::Garbage(e.to_string())),
+                        stamped,
+                    )),
                 }
-                Err(e) => Err(LinkError::Portal(PortalError::Garbage(e.to_string()))),
-            },
-            Err(e) => Err(e.into()),
-        };
-        match &result {
-            Ok(_) => {
-                info!(system_id = %target.system_id, "license refreshed");
-                self.succeeded();
             }
-            Err(LinkError::Revoked(_)) => self.schedule().next_at = None,
-            Err(e) => self.failed(e),
+            Err(e) => {
+                let stamp = match &e {
+                    PortalError::Refused { stamp, .. } => stamp.as_deref(),
+                    _ => None,
+                };
+                let stamped = self.take_stamp(agent, stamp, &nonce).is_some();
+                Err((e.into(), stamped))
+            }
         }
-        result
     }
 
     /// Releases this box's binding at the portal (signed by the device key).
@@ -240,15 +341,35 @@ impl Link {
         let client = self.client()?;
         let _busy = self.busy.lock().await;
         let target = agent.refresh_target().ok_or(LinkError::NothingToRefresh)?;
+        let nonce = wire::new_nonce();
         let req = DeactivateRequest {
             system_id: target.system_id,
             license_id: target.license_id,
-            nonce: wire::new_nonce(),
-            sent_at: time::now(),
+            nonce: nonce.clone(),
+            sent_at: agent.now(),
         };
         let body = client
             .post(wire::DEACTIVATE_PATH, &req, Some(&self.device))
-            .await?;
+            .await;
+        let body = match body {
+            Err(PortalError::Refused {
+                code: ErrorCode::StaleRequest,
+                stamp: Some(stamp),
+                ..
+            }) if self.take_stamp(agent, Some(&*stamp), &nonce).is_some() => {
+                // Sent again with the corrected time; any other refusal
+                // stands as it is.
+                let req = DeactivateRequest {
+                    sent_at: agent.now(),
+                    nonce: wire::new_nonce(),
+                    ..req
+                };
+                client
+                    .post(wire::DEACTIVATE_PATH, &req, Some(&self.device))
+                    .await?
+            }
+            other => other?,
+        };
         let _: DeactivateResponse = serde_json::from_slice(&body)
             .map_err(|_| PortalError::Garbage("not a deactivation answer".into()))?;
         Ok(())
@@ -268,17 +389,17 @@ impl Link {
         Ok(code.encode())
     }
 
-    fn succeeded(&self) {
+    fn succeeded(&self, now: i64) {
         let mut s = self.schedule();
         s.failures = 0;
         s.last_error = None;
-        s.last_success = Some(time::now());
+        s.last_success = Some(now);
         // Re-planned from the new license by `due`.
         s.planned_for = None;
         s.next_at = None;
     }
 
-    fn failed(&self, e: &LinkError) {
+    fn failed(&self, e: &LinkError, now: i64) {
         let cfg = self
             .refresh_cfg
             .read()
@@ -287,7 +408,7 @@ impl Link {
         let mut s = self.schedule();
         s.failures = s.failures.saturating_add(1);
         let backoff = backoff_secs(s.failures, cfg.retry_min_secs, cfg.retry_max_secs);
-        s.next_at = Some(time::now().saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX)));
+        s.next_at = Some(now.saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX)));
         s.last_error = Some(e.to_string());
         warn!(
             failures = s.failures,

@@ -26,8 +26,9 @@ use crate::config::Config;
 pub use agent::{Agent, AgentError};
 pub use logging::init as init_logging;
 
-/// The longest the timer sleeps; it also re-reads the clock this often, so
-/// a clock step is noticed within this time.
+/// The longest the timer sleeps. Deadlines are in trusted time, which runs
+/// with the monotonic clock the timer sleeps on, so a wall clock step needs
+/// no earlier wake-up; this only bounds how stale the saved time can get.
 const MAX_TICK: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
@@ -108,16 +109,24 @@ async fn run_async(
     let mut config = config;
     let refreshing = Arc::new(AtomicBool::new(false));
     loop {
-        let now = crate::time::now();
-        let next_refresh = link.next_refresh_at(&agent).map(|at| at - now);
-        let sleep = [agent.next_deadline().map(|s| s + 1), next_refresh]
+        // Sleep until the next deadline to the millisecond (refresh due,
+        // grace end, term end, test mode end, the planned refresh), or
+        // until something changes one (`agent.changed()`).
+        let now_ms = agent.now_ms();
+        // While a refresh runs, its end wakes the loop (`agent.wake()`).
+        let next_refresh = link
+            .next_refresh_at(&agent)
+            .filter(|_| !refreshing.load(Ordering::SeqCst))
+            .map(|at| at.saturating_mul(1000) - now_ms);
+        let sleep = [agent.next_deadline_ms(), next_refresh]
             .into_iter()
             .flatten()
             .min()
-            .map(|s| Duration::from_secs(s.max(0) as u64))
+            .map(|ms| Duration::from_millis(ms.max(0) as u64))
             .unwrap_or(MAX_TICK)
             .min(MAX_TICK);
         tokio::select! {
+            _ = agent.changed() => continue,
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sighup.recv() => {
@@ -133,7 +142,7 @@ async fn run_async(
                     notify(&[NotifyState::Status(&status_line(&agent))]);
                 }
                 agent.publish_changes(&shared.events);
-                let due = link.next_refresh_at(&agent).is_some_and(|at| at <= crate::time::now());
+                let due = link.next_refresh_at(&agent).is_some_and(|at| at <= agent.now());
                 if due && !refreshing.swap(true, Ordering::SeqCst) {
                     // In its own task: a slow portal never holds up the
                     // watchdog or the timers.
@@ -143,6 +152,9 @@ async fn run_async(
                         let _ = link.refresh(&agent).await;
                         agent.publish_changes(&events);
                         flag.store(false, Ordering::SeqCst);
+                        // Re-plan with the flag down: the retry after a
+                        // failure is due in seconds, not at the next tick.
+                        agent.wake();
                         notify(&[NotifyState::Status(&status_line(&agent))]);
                     });
                 }

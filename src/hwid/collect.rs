@@ -56,6 +56,10 @@ const PLACEHOLDERS: &[&str] = &[
     "base board serial number",
 ];
 
+/// Said by `hwid` and at start when nothing but the machine-id tells this
+/// box from a copy of its disk image.
+pub const MACHINE_ID_ALONE: &str = "The identity of this box rests on its machine-id alone (no DMI UUID, no board serial): boards made from one disk image share it, and the portal then sees one system on two boxes (a duplicate). Ship images with an empty /etc/machine-id so that each board makes its own at first boot (docs/hwid.md).";
+
 /// Reads the components under `root` ("/" in production).
 pub fn collect(root: &Path) -> Result<HardwareInfo, HwidError> {
     let mut components: Vec<Component> = Vec::new();
@@ -118,6 +122,13 @@ pub fn collect(root: &Path) -> Result<HardwareInfo, HwidError> {
 
     if components.is_empty() {
         return Err(HwidError::NothingFound(root.display().to_string()));
+    }
+    let has = |k: ComponentKind| components.iter().any(|c| c.kind == k);
+    if has(ComponentKind::MachineId)
+        && !has(ComponentKind::DmiUuid)
+        && !has(ComponentKind::BoardSerial)
+    {
+        warnings.push(MACHINE_ID_ALONE.to_string());
     }
     components.sort();
     components.dedup();
@@ -639,7 +650,8 @@ mod tests {
                 ("sys/class/net/eth0/addr_assign_type", assign.as_bytes()),
                 ("etc/machine-id", b"abc\n"),
             ]);
-            assert!(collect(t.path()).unwrap().warnings.is_empty());
+            let warnings = collect(t.path()).unwrap().warnings;
+            assert_eq!(warnings, [MACHINE_ID_ALONE], "{assign:?}");
         }
     }
 
@@ -653,7 +665,8 @@ mod tests {
                 ("etc/machine-id", b"abc\n"),
             ]);
             let warnings = collect(t.path()).unwrap().warnings;
-            assert_eq!(warnings.len(), 1, "{address}: {warnings:?}");
+            assert_eq!(warnings.len(), 2, "{address}: {warnings:?}");
+            assert_eq!(warnings[1], MACHINE_ID_ALONE);
             assert!(warnings[0].contains(vendor), "{warnings:?}");
             assert!(warnings[0].contains("interface eth0"), "{warnings:?}");
         }
@@ -685,9 +698,34 @@ mod tests {
         ]);
         let info = collect(t.path()).unwrap();
         assert_eq!(kinds(&info), [ComponentKind::MachineId]);
-        // Only the missing NIC is reported; the DMI files are not mentioned.
-        assert_eq!(info.warnings.len(), 1, "{:?}", info.warnings);
+        // The missing NIC and the lone machine-id are reported; the DMI
+        // files are not mentioned.
+        assert_eq!(info.warnings.len(), 2, "{:?}", info.warnings);
         assert!(info.warnings[0].starts_with("No physical network interface"));
+        assert_eq!(info.warnings[1], MACHINE_ID_ALONE);
+    }
+
+    #[test]
+    fn an_identity_of_machine_id_alone_is_warned_about() {
+        // A cloned board: machine-id, CPU and a MAC, nothing of its own.
+        let t = tree(&[
+            DEV,
+            ("sys/class/net/eth0/address", b"3c:fd:fe:0a:0b:0c\n"),
+            ("etc/machine-id", b"abc\n"),
+            ("proc/cpuinfo", b"model name : X\n"),
+        ]);
+        assert_eq!(collect(t.path()).unwrap().warnings, [MACHINE_ID_ALONE]);
+        // A DMI UUID is an identity of the board itself: no warning.
+        let t = tree(&[
+            DEV,
+            ("sys/class/net/eth0/address", b"3c:fd:fe:0a:0b:0c\n"),
+            ("etc/machine-id", b"abc\n"),
+            (
+                "sys/class/dmi/id/product_uuid",
+                b"4c4c4544-0042-3510-8052-b7c04f4e3732\n",
+            ),
+        ]);
+        assert!(collect(t.path()).unwrap().warnings.is_empty());
     }
 
     #[test]

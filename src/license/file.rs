@@ -481,6 +481,7 @@ mod tests {
             catalog: LicensePayload::demo_catalog(),
             device_public_key: Some(BASE64.encode(&[9u8; 32])),
             nonce: Some("n-1".into()),
+            test_mode: None,
         }
     }
 

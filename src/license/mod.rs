@@ -2,6 +2,7 @@
 //! states a license moves through, and the portal key format. No I/O here:
 //! bytes in, verdict out.
 
+pub mod clock;
 pub mod file;
 pub mod key;
 pub mod payload;
@@ -15,5 +16,6 @@ pub use file::{
 pub use key::{KeyError, PortalKey};
 pub use payload::{
     CatalogEntry, Enforcement, EntryKind, LicenseKind, LicensePayload, Term, TermKind,
+    TestModePolicy,
 };
-pub use state::{expiry_reason, state_at, transition, Event, LicenseState};
+pub use state::{expiry_reason, next_step, state_at, transition, Event, LicenseState};

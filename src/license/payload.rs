@@ -38,6 +38,34 @@ pub struct LicensePayload {
     pub device_public_key: Option<String>,
     /// The nonce of the request this license answers (activation, refresh).
     pub nonce: Option<String>,
+    /// The vendor's test mode rules for this system; absent, the
+    /// compiled-in [`TestModePolicy::DEFAULT`] applies. Left out of the
+    /// JSON when absent, so that agents of protocol 1 (which refuse unknown
+    /// fields) still read every license a portal sends them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_mode: Option<TestModePolicy>,
+}
+
+/// What the vendor allows of test mode on a system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestModePolicy {
+    /// `false` turns test mode off on this system.
+    pub allowed: bool,
+    /// Longest session, seconds (never more than 8 hours).
+    pub max_secs: i64,
+    /// Time between the end of a session and the start of the next, seconds.
+    pub cooldown_secs: i64,
+}
+
+impl TestModePolicy {
+    /// The policy of a box whose license names none, and of a box that was
+    /// never licensed: 8 hours, repeatable at once (as the seeds have it).
+    pub const DEFAULT: TestModePolicy = TestModePolicy {
+        allowed: true,
+        max_secs: 8 * 3600,
+        cooldown_secs: 0,
+    };
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

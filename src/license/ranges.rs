@@ -52,6 +52,21 @@ pub fn check(p: &LicensePayload) -> Result<(), String> {
             p.hardware.len()
         ));
     }
+    if let Some(t) = &p.test_mode {
+        const MAX_SESSION: i64 = 8 * 3600;
+        if !(0..=MAX_SESSION).contains(&t.max_secs) {
+            return Err(format!(
+                "test_mode.max_secs = {} is outside 0..={MAX_SESSION}",
+                t.max_secs
+            ));
+        }
+        if !(0..=MAX_GRACE_SECS).contains(&t.cooldown_secs) {
+            return Err(format!(
+                "test_mode.cooldown_secs = {} is outside 0..={MAX_GRACE_SECS}",
+                t.cooldown_secs
+            ));
+        }
+    }
     for e in &p.catalog {
         if !(1..=MAX_UNITS_PER_SEAT).contains(&e.units_per_seat) {
             return Err(format!(
@@ -103,6 +118,7 @@ mod tests {
             catalog: LicensePayload::demo_catalog(),
             device_public_key: None,
             nonce: None,
+            test_mode: None,
         }
     }
 
@@ -157,6 +173,24 @@ mod tests {
             (
                 "units_per_seat",
                 Box::new(|p| p.catalog[0].units_per_seat = u32::MAX),
+            ),
+            (
+                "test_mode.max_secs",
+                Box::new(|p| {
+                    p.test_mode = Some(crate::license::payload::TestModePolicy {
+                        max_secs: i64::MAX,
+                        ..crate::license::payload::TestModePolicy::DEFAULT
+                    })
+                }),
+            ),
+            (
+                "test_mode.cooldown_secs",
+                Box::new(|p| {
+                    p.test_mode = Some(crate::license::payload::TestModePolicy {
+                        cooldown_secs: -1,
+                        ..crate::license::payload::TestModePolicy::DEFAULT
+                    })
+                }),
             ),
         ];
         for (field, change) in cases {

@@ -110,6 +110,37 @@ pub fn expiry_reason(payload: &LicensePayload, now: i64) -> Option<&'static str>
     })
 }
 
+/// The next rung of the ladder: the state the license moves to by itself,
+/// and when (Unix seconds), from `state` at `now`. `None`: nothing comes by
+/// itself (lifetime, expired, revoked, unlicensed). A successful refresh
+/// resets the ladder; this is what happens without one.
+pub fn next_step(
+    payload: &LicensePayload,
+    state: LicenseState,
+    now: i64,
+) -> Option<(LicenseState, i64)> {
+    let end = payload.term.ends_at;
+    let grace_end = payload
+        .refresh_due
+        .map(|d| d.saturating_add(payload.grace_secs));
+    let earliest = |a: Option<i64>, b: Option<i64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let step = match state {
+        LicenseState::Active => match (payload.refresh_due, end) {
+            (Some(due), Some(end)) if end <= due => Some((LicenseState::Expired, end)),
+            (Some(due), _) if due > now => Some((LicenseState::Grace, due)),
+            (Some(_), _) => earliest(grace_end, end).map(|t| (LicenseState::Expired, t)),
+            (None, end) => end.map(|t| (LicenseState::Expired, t)),
+        },
+        LicenseState::Grace => earliest(grace_end, end).map(|t| (LicenseState::Expired, t)),
+        LicenseState::Trial | LicenseState::Test => end.map(|t| (LicenseState::Expired, t)),
+        LicenseState::Expired | LicenseState::Revoked | LicenseState::Unlicensed => None,
+    };
+    step.map(|(s, t)| (s, t.max(now)))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -244,6 +275,7 @@ mod tests {
             catalog: Vec::new(),
             device_public_key: None,
             nonce: None,
+            test_mode: None,
         }
     }
 
@@ -282,6 +314,50 @@ mod tests {
         let mut p = payload(LicenseKind::Full, Some(DUE), None);
         p.grace_secs = i64::MAX;
         assert_eq!(state_at(&p, DUE), LicenseState::Grace);
+    }
+
+    #[test]
+    fn the_ladder_names_the_next_step_and_when() {
+        let p = payload(LicenseKind::Full, Some(DUE), Some(END));
+        assert_eq!(
+            next_step(&p, LicenseState::Active, DUE - 10),
+            Some((LicenseState::Grace, DUE))
+        );
+        assert_eq!(
+            next_step(&p, LicenseState::Grace, DUE + 5),
+            Some((LicenseState::Expired, DUE + GRACE))
+        );
+        // The term ends before grace would.
+        let short = payload(LicenseKind::Full, Some(END - 10), Some(END));
+        assert_eq!(
+            next_step(&short, LicenseState::Grace, END - 5),
+            Some((LicenseState::Expired, END))
+        );
+        // The term ends before refresh is even due.
+        let p2 = payload(LicenseKind::Full, Some(END + 10), Some(END));
+        assert_eq!(
+            next_step(&p2, LicenseState::Active, 0),
+            Some((LicenseState::Expired, END))
+        );
+        let trial = payload(LicenseKind::Trial, None, Some(END));
+        assert_eq!(
+            next_step(&trial, LicenseState::Trial, 0),
+            Some((LicenseState::Expired, END))
+        );
+        let lifetime = payload(LicenseKind::Full, None, None);
+        assert_eq!(next_step(&lifetime, LicenseState::Active, 0), None);
+        for s in [
+            LicenseState::Expired,
+            LicenseState::Revoked,
+            LicenseState::Unlicensed,
+        ] {
+            assert_eq!(next_step(&p, s, 0), None);
+        }
+        // Never in the past: a step that is due happens now.
+        assert_eq!(
+            next_step(&p, LicenseState::Active, DUE + 1),
+            Some((LicenseState::Expired, DUE + GRACE))
+        );
     }
 
     #[test]

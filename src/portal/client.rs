@@ -12,7 +12,8 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Serialize;
 
 use super::wire::{
-    self, ErrorBody, ErrorCode, LicenseResponse, SignedRevocation, SIGNATURE_HEADER,
+    self, ErrorBody, ErrorCode, LicenseResponse, SignedRevocation, SignedStamp, PROTOCOL_HEADER,
+    PROTOCOL_VERSION, SIGNATURE_HEADER,
 };
 use crate::config;
 use crate::license::SigningKey;
@@ -40,6 +41,9 @@ pub enum PortalError {
         code: ErrorCode,
         message: String,
         revocation: Option<SignedRevocation>,
+        /// The portal's signed time and code, bound to the nonce (boxed:
+        /// errors stay small).
+        stamp: Option<Box<SignedStamp>>,
     },
     #[error("the portal's answer could not be understood: {0}")]
     Garbage(String),
@@ -98,17 +102,17 @@ impl PortalClient {
         }))
     }
 
-    /// POSTs a JSON body, signed by `device` when given; returns the license.
+    /// POSTs a JSON body, signed by `device` when given; returns the
+    /// license and the portal's time stamp.
     pub async fn license<T: Serialize>(
         &self,
         path: &str,
         body: &T,
         device: Option<&SigningKey>,
-    ) -> Result<String, PortalError> {
+    ) -> Result<LicenseResponse, PortalError> {
         let bytes = self.post(path, body, device).await?;
-        let resp: LicenseResponse = serde_json::from_slice(&bytes)
-            .map_err(|_| PortalError::Garbage("it is not a license response".into()))?;
-        Ok(resp.license)
+        serde_json::from_slice(&bytes)
+            .map_err(|_| PortalError::Garbage("it is not a license response".into()))
     }
 
     /// POSTs and returns the body of a 2xx answer; errors otherwise.
@@ -123,7 +127,8 @@ impl PortalClient {
         let mut req = self
             .http
             .post(&url)
-            .header("content-type", "application/json");
+            .header("content-type", "application/json")
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string());
         if let Some(key) = device {
             req = req.header(SIGNATURE_HEADER, wire::sign_request(&body, key));
         }
@@ -142,6 +147,7 @@ impl PortalClient {
                 code: e.error.code,
                 message: e.error.message,
                 revocation: e.revocation,
+                stamp: e.stamp.map(Box::new),
             }),
             Err(_) => Err(PortalError::Garbage(format!(
                 "HTTP {status} without a protocol error body"
@@ -359,6 +365,7 @@ mod tests {
             code,
             message: String::new(),
             revocation: None,
+            stamp: None,
         };
         assert!(refused(ErrorCode::Internal).is_transient());
         assert!(!refused(ErrorCode::UnknownKey).is_transient());

@@ -2,6 +2,7 @@
 //! `licportal`, and the HTTPS client.
 
 pub mod client;
+pub mod stamp;
 pub mod wire;
 
 pub use client::{PortalClient, PortalError};

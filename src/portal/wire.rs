@@ -17,6 +17,16 @@ use crate::license::{KeyRing, PublicKey, SigningKey};
 /// Header carrying the device's signature over a request body.
 pub const SIGNATURE_HEADER: &str = "Licagent-Signature";
 
+/// Header carrying the protocol version the agent speaks. Absent means 1
+/// (agents before trusted time); the portal serves both.
+pub const PROTOCOL_HEADER: &str = "Licagent-Protocol";
+
+/// The protocol version of this build. 2 added the portal's signed time
+/// stamp to every answer ([`SignedStamp`]) and the `duplicate` error.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+pub use super::stamp::{SignedStamp, Stamp, StampError};
+
 /// Prefix of the signed message of a request, so that a request signature can
 /// never be replayed as any other kind of signature by the same key.
 pub const REQUEST_CONTEXT: &[u8] = b"licagent-request-v1\0";
@@ -71,6 +81,9 @@ pub struct TrialRequest {
 pub struct LicenseResponse {
     /// An armored license file.
     pub license: String,
+    /// The portal's time, bound to the request's nonce (protocol 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<SignedStamp>,
 }
 
 /// `POST /v1/refresh`, signed with [`SIGNATURE_HEADER`].
@@ -84,8 +97,22 @@ pub struct RefreshRequest {
     /// Seats assigned per profile code, for the vendor's view of use.
     pub seats_in_use: BTreeMap<String, u32>,
     pub nonce: String,
-    /// Unix seconds on the agent's clock.
+    /// Unix seconds of the agent's trusted time.
     pub sent_at: i64,
+    /// Test mode sessions that ended since the last refresh the portal
+    /// took (protocol 2; absent or empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_sessions: Vec<TestSession>,
+}
+
+/// One test mode session, as the agent reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestSession {
+    /// Unix seconds.
+    pub started_at: i64,
+    pub ended_at: i64,
+    /// `ran_out` or `stopped`.
+    pub how: String,
 }
 
 /// `POST /v1/deactivate`, signed with [`SIGNATURE_HEADER`].
@@ -101,6 +128,9 @@ pub struct DeactivateRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeactivateResponse {
     pub released: bool,
+    /// The portal's time, bound to the request's nonce (protocol 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<SignedStamp>,
 }
 
 /// The machine-readable reason of an error answer.
@@ -121,6 +151,10 @@ pub enum ErrorCode {
     RehostLimit,
     /// This machine's trial ended; only a PBX key licenses it now.
     TrialUsed,
+    /// Protocol 2: the system refreshes from two boxes (a cloned image);
+    /// the portal keeps the first and refuses the other. Agents of
+    /// protocol 1 get `bound_elsewhere` instead.
+    Duplicate,
     /// A code this build does not know (a newer portal); treat as a failure
     /// to retry later, never as a revocation.
     #[serde(other)]
@@ -133,7 +167,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => 400,
             ErrorCode::UnknownKey | ErrorCode::UnknownSystem => 404,
-            ErrorCode::BoundElsewhere | ErrorCode::TrialUsed => 409,
+            ErrorCode::BoundElsewhere | ErrorCode::TrialUsed | ErrorCode::Duplicate => 409,
             ErrorCode::RehostLimit => 429,
             ErrorCode::Revoked => 410,
             ErrorCode::BadSignature | ErrorCode::StaleRequest | ErrorCode::Replayed => 401,
@@ -149,6 +183,10 @@ pub struct ErrorBody {
     /// Present with [`ErrorCode::Revoked`] only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation: Option<SignedRevocation>,
+    /// The portal's time and this answer's code, bound to the request's
+    /// nonce (protocol 2; absent when the request had no readable nonce).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<SignedStamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +204,7 @@ impl ErrorBody {
                 message: message.into(),
             },
             revocation: None,
+            stamp: None,
         }
     }
 }

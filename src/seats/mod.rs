@@ -196,6 +196,10 @@ pub enum AuditAction {
     RemoveAddon,
     /// One row of a bulk import.
     Import,
+    /// Test mode started (no user; `user_id` is empty).
+    TestModeStart,
+    /// Test mode ended, by itself or stopped.
+    TestModeEnd,
 }
 
 impl AuditAction {
@@ -209,6 +213,8 @@ impl AuditAction {
             AuditAction::AddAddon => "add_addon",
             AuditAction::RemoveAddon => "remove_addon",
             AuditAction::Import => "import",
+            AuditAction::TestModeStart => "test_mode_start",
+            AuditAction::TestModeEnd => "test_mode_end",
         }
     }
 
@@ -222,6 +228,8 @@ impl AuditAction {
             AuditAction::AddAddon,
             AuditAction::RemoveAddon,
             AuditAction::Import,
+            AuditAction::TestModeStart,
+            AuditAction::TestModeEnd,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)

@@ -39,6 +39,7 @@ fn payload(
         catalog: LicensePayload::demo_catalog(),
         device_public_key: None,
         nonce: None,
+        test_mode: None,
     }
 }
 

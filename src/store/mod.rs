@@ -8,8 +8,10 @@
 
 mod readonly;
 mod schema;
+mod sessions;
 mod users;
 
+pub use sessions::TestSessionRow;
 pub use users::AuditQuery;
 
 use std::fs::{self, OpenOptions, Permissions};

@@ -70,5 +70,18 @@ CREATE TABLE seat_audit (
 CREATE INDEX seat_audit_user ON seat_audit(user_id, id);
 ";
 
+/// Version 3: test mode sessions, kept for the audit and reported to the
+/// portal at the next refresh (`reported` flips to 1 once it took them).
+const V3: &str = "
+CREATE TABLE test_sessions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at  INTEGER NOT NULL,
+    ends_at     INTEGER NOT NULL,
+    ended_at    INTEGER NULL,   -- NULL while it runs
+    how         TEXT    NULL,   -- ran_out or stopped
+    reported    INTEGER NOT NULL DEFAULT 0
+);
+";
+
 /// Every step, oldest first. The schema version this build knows is the length.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];

@@ -152,6 +152,14 @@ impl Store {
     }
 
     /// Audit rows matching `q`, newest first.
+    /// Appends one audit row that changes no user (test mode sessions).
+    pub fn append_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        insert_audit(&tx, std::slice::from_ref(record))?;
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn seat_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
         let limit = match q.limit {
             0 => MAX_AUDIT_ROWS,

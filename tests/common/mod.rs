@@ -216,6 +216,7 @@ pub fn payload_for(components: &[Component]) -> LicensePayload {
         catalog: LicensePayload::demo_catalog(),
         device_public_key: None,
         nonce: None,
+        test_mode: None,
     }
 }
 

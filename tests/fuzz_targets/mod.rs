@@ -320,6 +320,8 @@ pub fn payload() -> LicensePayload {
         catalog: LicensePayload::demo_catalog(),
         device_public_key: None,
         nonce: Some("n".into()),
+        // Mutated too: the vendor's test-mode policy is a signed field.
+        test_mode: Some(license::payload::TestModePolicy::DEFAULT),
     }
 }
 
@@ -372,6 +374,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "portal_answers" => vec![
             serde_json::to_vec(&LicenseResponse {
                 license: license::sign(&payload(), test_key()),
+                stamp: None,
             })
             .unwrap(),
             s("{\"error\":{\"code\":\"revoked\",\"message\":\"x\"}}"),

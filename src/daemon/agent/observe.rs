@@ -28,7 +28,7 @@ impl Agent {
                 .collect(),
             over_use: ledger.over_use().into_iter().map(|o| o.code).collect(),
             test_until: inner.test_until,
-            clock_warning: None,
+            clock_warning: status.clock.as_ref().and_then(|c| c.warning.clone()),
             users: ledger
                 .all()
                 .map(|e| {

@@ -165,8 +165,15 @@ impl Agent {
 /// it after [`HOOK_TIMEOUT`]) so the agent never waits on it.
 pub(super) fn run_notice_hook(hook: &Path, over: &[OverUse]) {
     let arg = serde_json::json!({ "over_use": over }).to_string();
+    run_hook(hook, &[arg], "notice hook");
+}
+
+/// Starts `hook` with `args` and does not wait for it: a thread reaps it,
+/// logs a failure, and stops it after [`HOOK_TIMEOUT`]. `what` names it in
+/// the log.
+pub(super) fn run_hook(hook: &Path, args: &[String], what: &'static str) {
     let child = Command::new(hook)
-        .arg(arg)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -174,7 +181,7 @@ pub(super) fn run_notice_hook(hook: &Path, over: &[OverUse]) {
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
-            warn!(hook = %hook.display(), "the notice hook could not be started: {e}");
+            warn!(hook = %hook.display(), "the {what} could not be started: {e}");
             return;
         }
     };
@@ -185,18 +192,18 @@ pub(super) fn run_notice_hook(hook: &Path, over: &[OverUse]) {
             match child.try_wait() {
                 Ok(Some(status)) if status.success() => return,
                 Ok(Some(status)) => {
-                    warn!(hook = %name, "the notice hook failed: {status}");
+                    warn!(hook = %name, "the {what} failed: {status}");
                     return;
                 }
                 Ok(None) if start.elapsed() > HOOK_TIMEOUT => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    warn!(hook = %name, "the notice hook ran longer than {HOOK_TIMEOUT:?} and was stopped");
+                    warn!(hook = %name, "the {what} ran longer than {HOOK_TIMEOUT:?} and was stopped");
                     return;
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(100)),
                 Err(e) => {
-                    warn!(hook = %name, "cannot wait for the notice hook: {e}");
+                    warn!(hook = %name, "cannot wait for the {what}: {e}");
                     return;
                 }
             }
