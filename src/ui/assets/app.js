@@ -212,7 +212,9 @@ function cell(tr, text, cls) {
 
 function renderSeats(rows) {
   const body = $("seats").tBodies[0];
-  const shown = rows.filter((r) => r.kind !== "system");
+  // The catalog lists every code; what was neither bought nor used is noise.
+  const shown = rows.filter((r) => r.kind !== "system" && ((r.purchased || 0) > 0 || r.used > 0));
+  const hidden = rows.filter((r) => r.kind !== "system").length - shown.length;
   body.replaceChildren(...shown.map((r) => {
     const tr = document.createElement("tr");
     tr.dataset.code = r.code;
@@ -226,6 +228,8 @@ function renderSeats(rows) {
     return tr;
   }));
   $("seats-empty").hidden = shown.length > 0;
+  $("seats-rest").hidden = hidden === 0 || shown.length === 0;
+  $("seats-rest").textContent = `${hidden} more profiles and add-ons of the catalog are neither bought nor used.`;
   $("seats").hidden = shown.length === 0;
   return shown;
 }
