@@ -387,7 +387,7 @@ async fn login(req: Request<Incoming>, server: &Server) -> Response<UiBody> {
             )
         }
         Ok(Attempt::Ok { token, next_code }) => {
-            println!("A browser logged in. The code is used up; another browser can log in with: {next_code}");
+            println!("A browser logged in; that code is used up. Login code for another browser: {next_code}");
             let cookie = format!(
                 "{}={token}; HttpOnly; SameSite=Strict; Path=/",
                 server.cookie
