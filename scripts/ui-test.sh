@@ -192,7 +192,7 @@ http {
         location /licenses/ {
             proxy_pass http://unix:$work/run/api.sock:/ui/;
             proxy_http_version 1.1;
-            proxy_set_header Host \$host:\$server_port;
+            proxy_set_header Host \$http_host;
             proxy_set_header Connection "";
             proxy_buffering off;
             proxy_read_timeout 1h;
