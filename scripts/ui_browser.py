@@ -179,10 +179,12 @@ def steps(wd):
     wd.click("#login-form button")
     msg = wd.wait("return document.getElementById('login-msg').textContent", "the login refusal")
     check(msg and "not the login code" in msg, f"a wrong login code is refused ({msg!r})")
+    check(wd.js("return getComputedStyle(document.getElementById('page')).display") == "none",
+          "nothing but the login is shown before the login")
     wd.shot("01-login")
     wd.type("#login-code", login_code())
     wd.click("#login-form button")
-    state = wd.wait("return !document.getElementById('page').hidden && document.getElementById('state').textContent",
+    state = wd.wait("const t = document.getElementById('state').textContent; return !document.getElementById('page').hidden && t !== '…' && t",
                     "the page after login")
     check(state == "Unlicensed", f"after the login the page shows the state ({state!r})")
     cookie = wd.js("return document.cookie")
@@ -267,7 +269,7 @@ def steps(wd):
     # 5. A viewer that may only read: the daemon's own /ui/ behind nginx,
     # whose workers run as nobody in the socket's group only.
     wd.go(VIEWER + "/licenses/")
-    state = wd.wait("return !document.getElementById('page').hidden && document.getElementById('state').textContent",
+    state = wd.wait("const t = document.getElementById('state').textContent; return !document.getElementById('page').hidden && t !== '…' && t",
                     "the viewer's page")
     check(state == "Active", f"the page behind nginx (the daemon's /ui/) shows the state ({state!r})")
     note = wd.wait("const n = document.getElementById('readonly'); return !n.hidden && n.textContent", "the read-only note")
