@@ -35,7 +35,8 @@ fi
 
 # The Activation / Licenses page in a real browser (docs/ui.md): Debian's
 # Chromium through ChromeDriver against the real portal, daemon, `licagent
-# ui` and nginx as a read-only viewer. It installs chromium,
+# ui` and nginx as a read-only viewer. Root only, like the Kamailio test
+# (it prints why and passes otherwise); it installs chromium,
 # chromium-driver and nginx with apt-get when missing and uses the debug
 # binaries cargo test just built (~30 s plus the install). Screenshots go
 # to $UI_SCREENSHOTS (CI keeps them as artifacts). LICAGENT_SKIP_UI=1
