@@ -34,6 +34,21 @@ else
     bash scripts/kamailio-test.sh
 fi
 
+# The Activation / Licenses page in a real browser (docs/ui.md): Debian's
+# Chromium through ChromeDriver against the real portal, daemon, `licagent
+# ui` and nginx as a read-only viewer. Root only, like the Kamailio test
+# (it prints why and passes otherwise); it installs chromium,
+# chromium-driver and nginx with apt-get when missing and uses the debug
+# binaries cargo test just built (~30 s plus the install). Screenshots go
+# to $UI_SCREENSHOTS (CI keeps them as artifacts). LICAGENT_SKIP_UI=1
+# leaves it out.
+if [ "${LICAGENT_SKIP_UI:-0}" = 1 ]; then
+    step "browser test of the page: skipped (LICAGENT_SKIP_UI=1)"
+else
+    step "browser test of the page (scripts/ui-test.sh)"
+    bash scripts/ui-test.sh
+fi
+
 # ARM boards and packages (README): the aarch64 suite under qemu, a smoke
 # test of the armv7 binary (its full suite does not fit CI's time), the
 # three .deb packages, and a real dpkg install of the amd64 one.

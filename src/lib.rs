@@ -13,3 +13,4 @@ pub mod portal;
 pub mod seats;
 pub mod store;
 pub mod time;
+pub mod ui;

@@ -299,6 +299,12 @@ fn real_answers_of_every_route_match_the_document() {
     let a = c.call("/v1/status", "GET", "/v1/status", None);
     assert_eq!(a.json()["state"], "unlicensed");
     c.call("/v1/hwid", "GET", "/v1/hwid", None);
+    let a = c.call("/v1/whoami", "GET", "/v1/whoami", None);
+    assert_eq!(
+        a.json()["may_change"],
+        true,
+        "the test runs as the daemon's user"
+    );
     let a = c.call("/v1/refresh", "POST", "/v1/refresh", None);
     c.expect(&a, 409, "nothing_to_refresh");
     let a = c.raw("/v1/license", "POST", "/v1/license", "text/plain", b"hello");

@@ -265,3 +265,47 @@ fn box_reasons_reach_every_user_and_events_resume_after_a_reconnect() {
     assert_eq!((a.status, a.code()), (400, "bad_request".to_string()));
     s.daemon.stop();
 }
+
+/// `POST /v1/entitlements` is a read: a PBX process that is only in the
+/// socket's group gets its batch answered (its body is kept, unlike a
+/// change's from a reader, which the connection layer throws away).
+#[test]
+fn a_reader_may_send_a_batch_of_checks() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED: needs root to act as another user");
+        return;
+    }
+    let mut s = site("premium=1");
+    let out = s
+        .env
+        .cli(&["users", "add", "u1", "--name", "A", "--extension", "201"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A plain client as uid nobody: a raw request over the socket.
+    let script = r#"
+import socket, sys
+body = b'{"extensions": ["201", "299"]}'
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"POST /v1/entitlements HTTP/1.1\r\nHost: licagent\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+sys.stdout.write(data.decode())
+"#;
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg("-c").arg(script).arg(&s.env.socket);
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || drop_to(65534, &[]));
+    }
+    let out = run_with_timeout(cmd);
+    let text = stdout(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}{}", stderr(&out));
+    let body = text.split("\r\n\r\n").nth(1).unwrap();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["results"][0]["entitlement"]["extension"], "201");
+    assert_eq!(v["results"][1]["error"]["code"], "unknown_user");
+    s.daemon.stop();
+}

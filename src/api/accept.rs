@@ -196,7 +196,10 @@ async fn request(
 ) -> Resp {
     let (parts, body) = req.into_parts();
     // The same limits as the handler's (server.rs).
-    let limit = if parts.method == Method::POST && parts.uri.path() == "/v1/users/import" {
+    // The page's calls come as /ui/api/v1/... (src/ui) and get the same limit.
+    let path = parts.uri.path();
+    let bulk = path == "/v1/users/import" || path == "/ui/api/v1/users/import";
+    let limit = if parts.method == Method::POST && bulk {
         MAX_BULK_BODY
     } else {
         MAX_BODY
@@ -207,13 +210,17 @@ async fn request(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     // Only callers who may change things get their body kept: reads carry
-    // none, and anything else from a reader is refused by the handler.
-    let keep = parts.method != Method::GET
-        && shared
-            .policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .privileged(&peer);
+    // none (but the batch of checks, a read with a body), and anything else
+    // from a reader is refused by the handler.
+    let batch = parts.method == Method::POST
+        && (path == "/v1/entitlements" || path == "/ui/api/v1/entitlements");
+    let keep = batch
+        || (parts.method != Method::GET
+            && shared
+                .policy
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .privileged(&peer));
     // The hot path (the PBX's checks, status): a GET without a body goes
     // straight to the handler, no timer, no buffer.
     if !keep && hyper::body::Body::is_end_stream(&body) {

@@ -32,8 +32,12 @@ pub enum Code {
     BodyTimeout,
     /// The caller may read but not change.
     AccessDenied,
-    /// The request came through a web page (`Origin` or `Referer`).
+    /// The request came through a web page (`Origin` or `Referer`) on
+    /// `/v1/`, or through `/ui/api/` from another site.
     OriginRefused,
+    /// A change through `/ui/api/` without the header `X-Licagent-UI: 1`
+    /// (what a cross-site form cannot send).
+    CsrfRefused,
     /// The daemon could not do it (store error); the message says what.
     Internal,
     /// The store is on a read-only file system: reads work, changes do not.

@@ -73,9 +73,18 @@ impl hyper::body::Body for BodyKind {
 
 /// Routes one request: origin check, authorization, body, handler.
 pub(super) async fn handle(req: Request<Full<Bytes>>, peer: Peer, shared: &Shared) -> Resp {
-    // A browser page must never drive the agent (the socket is local, but a
-    // proxy in front of it could forward browser requests).
-    if req.headers().contains_key("origin") || req.headers().contains_key("referer") {
+    // The page under /ui/ (src/ui): its files, and its calls through
+    // /ui/api/v1/..., which pass the CSRF rules and go on as /v1/... with
+    // the caller's own rights.
+    let (req, from_page) = match crate::ui::gate(req) {
+        crate::ui::Gate::Answer(resp) => return resp.map(BodyKind::Whole),
+        crate::ui::Gate::Api(req) => (req, true),
+        crate::ui::Gate::NotUi(req) => (req, false),
+    };
+    // Anything else from a browser page is refused (the socket is local,
+    // but a proxy in front of it could forward browser requests).
+    if !from_page && (req.headers().contains_key("origin") || req.headers().contains_key("referer"))
+    {
         return error(
             StatusCode::FORBIDDEN,
             Code::OriginRefused,
@@ -177,6 +186,7 @@ async fn route_to(
     match route {
         Route::Status => json(StatusCode::OK, &status(shared)),
         Route::Hwid => json(StatusCode::OK, &agent.hardware()),
+        Route::Whoami => json(StatusCode::OK, &whoami(shared, &peer)),
         Route::License => {
             let Ok(text) = std::str::from_utf8(body) else {
                 return error(
@@ -275,6 +285,9 @@ pub enum Access {
 pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/status", &["GET"]),
     ("/v1/hwid", &["GET"]),
+    // Who the caller is and whether it may change things (the page greys
+    // its buttons out for a reader).
+    ("/v1/whoami", &["GET"]),
     ("/v1/events", &["GET"]),
     ("/v1/license", &["POST"]),
     ("/v1/activate", &["POST"]),
@@ -306,6 +319,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
 pub(super) enum Route {
     Status,
     Hwid,
+    Whoami,
     Events,
     License,
     Activate,
@@ -345,6 +359,7 @@ impl Route {
         let (route, allowed): (Route, &[Method]) = match segs.as_slice() {
             ["v1", "status"] => (Route::Status, &[M::GET]),
             ["v1", "hwid"] => (Route::Hwid, &[M::GET]),
+            ["v1", "whoami"] => (Route::Whoami, &[M::GET]),
             ["v1", "events"] => (Route::Events, &[M::GET]),
             ["v1", "license"] => (Route::License, &[M::POST]),
             ["v1", "activate"] => (Route::Activate, &[M::POST]),
@@ -399,6 +414,19 @@ fn test_mode(shared: &Shared, r: Result<Status, TestModeError>) -> Resp {
     match r {
         Ok(_) => json(StatusCode::OK, &status(shared)),
         Err(e) => fail(errors::test_mode(&e), &e),
+    }
+}
+
+fn whoami(shared: &Shared, peer: &Peer) -> super::types::Whoami {
+    let policy = shared.policy.read().unwrap_or_else(|p| p.into_inner());
+    super::types::Whoami {
+        uid: peer.uid,
+        user: nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name),
+        may_change: policy.may_change(peer).is_ok(),
+        admin_group: policy.admin_group_name().map(str::to_string),
     }
 }
 

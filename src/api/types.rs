@@ -79,6 +79,18 @@ pub struct TestMode {
     pub left_secs: i64,
 }
 
+/// `GET /v1/whoami`: the caller as the daemon sees it (SO_PEERCRED).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whoami {
+    pub uid: u32,
+    /// The user name of `uid`; `null` when the uid has no name here.
+    pub user: Option<String>,
+    /// Whether the caller may call the change routes.
+    pub may_change: bool,
+    /// The configured admin group, `null` when none (or it does not exist).
+    pub admin_group: Option<String>,
+}
+
 /// `POST /v1/activate`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActivateBody {

@@ -9,6 +9,7 @@ pub mod pipe;
 mod run;
 mod status;
 mod testmode;
+mod ui;
 mod users;
 
 use std::ffi::OsString;
@@ -135,6 +136,18 @@ enum Command {
     CheckConfig {
         /// The file to check instead of --config
         file: Option<PathBuf>,
+    },
+    /// Serve the Activation / Licenses page on 127.0.0.1 for a browser at the box or through an SSH tunnel; prints a one-time login code
+    Ui {
+        /// Address to listen on; loopback only unless --listen-public (port 0 picks a free port)
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        listen: String,
+        /// Allow an address other machines can reach (no TLS: the login travels in clear text)
+        #[arg(long)]
+        listen_public: bool,
+        /// Write the address listened on to FILE (for scripts, with port 0)
+        #[arg(long, value_name = "FILE")]
+        addr_file: Option<PathBuf>,
     },
     /// Show this machine's hardware ID
     Hwid {
@@ -307,6 +320,11 @@ fn dispatch_other(cli: Cli, config: Config) -> Result<(), CliError> {
         Command::Trial { replace, json } => activate::trial(&config, replace, json),
         Command::Deactivate { json } => activate::deactivate(&config, json),
         Command::TestMode { action, json } => testmode::run(&config, &action, json),
+        Command::Ui {
+            listen,
+            listen_public,
+            addr_file,
+        } => ui::run(&config, listen, listen_public, addr_file),
         Command::Hwid {
             json,
             explain,
