@@ -136,7 +136,12 @@ fn portal_outage_gives_grace_and_its_return_gives_active() {
         "{st:#}"
     );
     let human = stdout(&s.env.cli(&["status"]));
-    assert!(human.contains("Grace left:"), "{human}");
+    assert!(human.contains("Grace ends:"), "{human}");
+    assert!(human.contains("State:        grace (licensed)"), "{human}");
+    // Words and dates for people, not internal names or raw RFC 3339.
+    assert!(human.contains("(full license, yearly term)"), "{human}");
+    assert!(!human.contains("Full, Yearly"), "{human}");
+    assert!(human.contains(" UTC (in "), "{human}");
 
     // Back on the same address: the backoff retries find it.
     s.portal.serve_on(&addr);

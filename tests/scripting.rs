@@ -81,6 +81,8 @@ fn status_exits_by_state_like_systemctl_is_active() {
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let out = s.env.cli(&["status"]);
     assert_eq!(out.status.code(), Some(13), "revoked: {}", stdout(&out));
+    // The portal answered with a verdict: no stale refresh error is shown.
+    assert!(!stdout(&out).contains("Last error"), "{}", stdout(&out));
     s.daemon.stop();
 }
 

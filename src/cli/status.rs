@@ -31,24 +31,58 @@ pub fn exit_code(state: LicenseState) -> i32 {
     }
 }
 
+/// A time for people: `2027-11-24 15:40 UTC (in 364 days)`, relative to
+/// the agent's trusted now (or this machine's clock when the status has
+/// none). Text that is not RFC 3339 is shown as it is.
+fn when(rfc3339: &str, now: i64) -> String {
+    let Some(t) = crate::time::parse_rfc3339(rfc3339) else {
+        return rfc3339.to_string();
+    };
+    let day = rfc3339.get(..10).unwrap_or(rfc3339);
+    let clock = rfc3339.get(11..16).unwrap_or("");
+    let rel = match t - now {
+        d if d.abs() < 60 => "now".to_string(),
+        d if d > 0 => format!("in {}", rough(d as u64)),
+        d => format!("{} ago", rough(d.unsigned_abs())),
+    };
+    format!("{day} {clock} UTC ({rel})")
+}
+
+/// "364 days", "5 hours", "12 minutes": one unit, rounded down.
+fn rough(secs: u64) -> String {
+    let (n, unit) = match secs {
+        s if s >= 2 * 86_400 => (s / 86_400, "days"),
+        s if s >= 2 * 3600 => (s / 3600, "hours"),
+        s if s >= 120 => (s / 60, "minutes"),
+        s => (s, "seconds"),
+    };
+    format!("{n} {unit}")
+}
+
 pub fn print_human(s: &Status) {
-    println!("State:        {}", state_word(s.state));
+    let now = s
+        .clock
+        .as_ref()
+        .and_then(|c| crate::time::parse_rfc3339(&c.trusted_now))
+        .unwrap_or_else(crate::time::now);
+    let licensed = if s.licensed {
+        "licensed"
+    } else {
+        "NOT licensed"
+    };
+    println!("State:        {} ({licensed})", state_word(s.state));
     if let Some(r) = &s.reason {
         println!("Reason:       {r}");
     }
     if let Some(t) = &s.test_mode {
-        println!(
-            "Test mode:    on until {} ({} left)",
-            t.ends_at,
-            humantime::format_duration(std::time::Duration::from_secs(t.left_secs.max(0) as u64))
-        );
+        println!("Test mode:    on until {}", when(&t.ends_at, now));
     }
     if let Some(n) = &s.next {
         println!(
-            "Next:         {} in {} (at {})",
+            "Next:         {} in {} ({})",
             state_word(n.state),
             crate::license::clock::span(n.in_secs.max(0) as u64),
-            n.at
+            when(&n.at, now)
         );
     }
     let hw_note = match s.license.as_ref().map(|l| l.hardware_match) {
@@ -61,22 +95,22 @@ pub fn print_human(s: &Status) {
     if let Some(l) = &s.license {
         println!("PBX:          {} (system {})", l.pbx_name, l.system_id);
         println!(
-            "License:      {} ({:?}, {:?} term)",
-            l.license_id, l.kind, l.term
+            "License:      {} ({} license, {} term)",
+            l.license_id,
+            word(&l.kind),
+            word(&l.term)
         );
         println!(
             "Expires:      {}",
-            l.expires_at.as_deref().unwrap_or("never (lifetime)")
+            l.expires_at
+                .as_deref()
+                .map_or("never (lifetime)".to_string(), |t| when(t, now))
         );
         if let Some(due) = &l.refresh_due {
-            println!("Refresh due:  {due}");
+            println!("Refresh due:  {}", when(due, now));
         }
-        if let Some(left) = l.grace_left_secs {
-            println!(
-                "Grace left:   {} (until {})",
-                humantime::format_duration(std::time::Duration::from_secs(left as u64)),
-                l.grace_ends.as_deref().unwrap_or("?")
-            );
+        if let (Some(_), Some(ends)) = (l.grace_left_secs, &l.grace_ends) {
+            println!("Grace ends:   {}", when(ends, now));
         }
         println!("Enforcement:  {}", word(&l.enforcement));
         let seats: Vec<String> = l
@@ -93,7 +127,10 @@ pub fn print_human(s: &Status) {
     }
     if let Some(r) = &s.refresh {
         if let Some(next) = &r.next_refresh {
-            println!("Next refresh: {next}");
+            println!("Next refresh: {}", when(next, now));
+        }
+        if let Some(last) = &r.last_refresh {
+            println!("Last contact: {}", when(last, now));
         }
         if let Some(e) = &r.last_error {
             println!("Last error:   {e} ({} failed attempts)", r.failures);
@@ -131,5 +168,39 @@ fn list_or_none(items: &[String]) -> String {
         "none".to_string()
     } else {
         items.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_dates_with_how_far_off() {
+        let now = crate::time::parse_rfc3339("2026-11-25T10:00:00Z").unwrap();
+        assert_eq!(
+            when("2027-11-24T10:00:00Z", now),
+            "2027-11-24 10:00 UTC (in 364 days)"
+        );
+        assert_eq!(
+            when("2026-11-25T15:30:00Z", now),
+            "2026-11-25 15:30 UTC (in 5 hours)"
+        );
+        assert_eq!(
+            when("2026-11-25T09:48:00Z", now),
+            "2026-11-25 09:48 UTC (12 minutes ago)"
+        );
+        assert_eq!(
+            when("2026-11-25T10:00:30Z", now),
+            "2026-11-25 10:00 UTC (now)"
+        );
+        assert_eq!(when("soon", now), "soon");
+    }
+
+    #[test]
+    fn kinds_and_terms_are_words() {
+        use crate::license::{LicenseKind, TermKind};
+        assert_eq!(word(&LicenseKind::Full), "full");
+        assert_eq!(word(&TermKind::FiveYears), "five years");
     }
 }

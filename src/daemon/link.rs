@@ -259,7 +259,14 @@ impl Link {
                 info!(system_id = %target.system_id, "license refreshed");
                 self.succeeded(agent.now());
             }
-            Err(LinkError::Revoked(_)) => self.schedule().next_at = None,
+            Err(LinkError::Revoked(_)) => {
+                // The portal answered, with a verdict: no refresh is due any
+                // more, and an older refresh error is no longer the news.
+                let mut s = self.schedule();
+                s.next_at = None;
+                s.failures = 0;
+                s.last_error = None;
+            }
             Err(e) => self.failed(e, agent.now()),
         }
         agent.wake();
