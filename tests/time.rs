@@ -189,7 +189,7 @@ fn a_clock_set_back_a_year_still_brings_grace_and_expiry_on_their_time() {
 fn a_clock_forward_400_days_then_back_is_active_after_one_refresh() {
     let env = Env::new();
     let clock = FakeClock::new(&env, "+0");
-    let (_portal, mut d) = activated(&env, &clock, 3600, 600);
+    let (mut portal, mut d) = activated(&env, &clock, 3600, 600);
 
     // Within a boot a forward jump is ignored once the portal spoke.
     clock.set("+400d");
@@ -199,12 +199,17 @@ fn a_clock_forward_400_days_then_back_is_active_after_one_refresh() {
 
     // A board that boots with the wrong date: the saved time is only a
     // floor, so trusted time takes the later wall clock and the license
-    // looks expired until the portal is reached once.
+    // looks expired until the portal is reached once. (The portal is away
+    // at boot: else the daemon's own first refresh, due at once, would
+    // correct the time before this test looks.)
     d.stop();
+    let addr = portal.addr.clone().expect("the portal's address");
+    portal.stop();
     let mut d = clock.start(&env, Some("reboot-with-a-wrong-date"));
     let st = status(&env);
     assert_eq!(st["state"], "expired", "{st:#}");
     assert_eq!(st["clock"]["source"], "boot");
+    portal.serve_on(&addr);
     let out = env.cli(&["refresh", "--json"]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), d.log());
     let st = json(&out);
