@@ -24,7 +24,10 @@ pub fn now_ms() -> i64 {
 pub fn boot_ms() -> i64 {
     use nix::time::{clock_gettime, ClockId};
     match clock_gettime(ClockId::CLOCK_BOOTTIME) {
-        Ok(t) => t.tv_sec() * 1000 + t.tv_nsec() / 1_000_000,
+        // time_t and c_long are 32 bits on armhf: widen before multiplying,
+        // or the product overflows after 24 days of uptime.
+        #[allow(clippy::useless_conversion)]
+        Ok(t) => i64::from(t.tv_sec()) * 1000 + i64::from(t.tv_nsec()) / 1_000_000,
         // Linux always has it; were it missing, a clock stuck at 0 reads
         // as one more reboot each time, which never moves time back.
         Err(_) => 0,
