@@ -113,11 +113,10 @@ EOF
     smoke_pid=$!
     # Ready when the CLI gets an answer; qemu makes start-up slower.
     for _ in $(seq 1 150); do
-        # The exit code is the state's (11: unlicensed); an answer is JSON.
+        # The exit code is the state's (11: unlicensed), and a failure is
+        # JSON too ({"error": ...}): an answer is JSON with a state.
         state=$("${agent[@]}" --config "$dir/licagent.toml" status --json 2>/dev/null || true)
-        if [ -n "$state" ]; then
-            break
-        fi
+        case "$state" in *'"state"'*) break ;; esac
         state=""
         sleep 0.2
     done

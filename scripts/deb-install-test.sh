@@ -132,9 +132,10 @@ check_daemon_runs() {
     daemon_pid=$!
     local state=""
     for _ in $(seq 1 100); do
-        # The exit code is the state's (11: unlicensed); an answer is JSON.
+        # The exit code is the state's (11: unlicensed), and a failure is
+        # JSON too ({"error": ...}): an answer is JSON with a state.
         state=$(/usr/bin/licagent --config "$conf" status --json 2>/dev/null || true)
-        [ -n "$state" ] && break
+        case "$state" in *'"state"'*) break ;; esac
         state=""
         sleep 0.1
     done
