@@ -234,6 +234,8 @@ def steps(wd):
     state = wd.wait("const s = document.getElementById('state').textContent; return s === 'Active' && s",
                     "the active state")
     check(state == "Active", "activating with the pasted key makes the page show Active")
+    nxt = wd.js("return document.getElementById('next').textContent")
+    check(nxt.startswith("Next: grace in "), f"the next step of the ladder and its time ({nxt!r})")
     # Users arrive from the shell: the page hears it through the events.
     r = run(AGENT + ["users", "import", E["UI_USERS_CSV"]])
     check(r.returncode == 0, f"licagent users import ({r.stderr.strip()})")

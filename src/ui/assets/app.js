@@ -154,10 +154,10 @@ const REASON_WORDS = {
 
 // The next step an admin takes, and when.
 function nextStep(s) {
-  if (s.next) {
-    if (typeof s.next === "string") return [s.next, null];
-    const what = s.next.step || s.next.what || s.next.action || s.next.kind || "";
-    return [String(what).replace(/_/g, " "), s.next.at || s.next.when || null];
+  if (s.next && s.next.state) {
+    // The ladder's next rung ({state, at, in_secs}), as the CLI says it.
+    const to = STATE_WORDS[s.next.state] || s.next.state;
+    return [`Next: ${to.toLowerCase()}`, s.next.at];
   }
   const l = s.license || {};
   const r = s.refresh || {};
@@ -181,7 +181,10 @@ function renderStatus(s) {
   st.className = "badge " + s.state;
   $("state-reason").textContent = s.reason || "";
   const [what, at] = nextStep(s);
-  $("next").textContent = at ? `${what}: ${relative(at)} (${new Date(at).toLocaleString()})` : what;
+  // "Next: grace in 3 days (date)", like `licagent status`; other steps read
+  // "Test mode ends: in 2 hours (date)".
+  const sep = what.startsWith("Next: ") ? " " : ": ";
+  $("next").textContent = at ? `${what}${sep}${relative(at)} (${new Date(at).toLocaleString()})` : what;
   $("pbx-name").textContent = l ? l.pbx_name : "—";
   $("system-id").textContent = l ? l.system_id : "—";
   $("license-kind").textContent = l ? `${KIND_WORDS[l.kind] || l.kind}, ${TERM_WORDS[l.term] || l.term} (${l.license_id})` : "none installed";
