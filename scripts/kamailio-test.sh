@@ -50,8 +50,6 @@ work=$(mktemp -d)
 # Kamailio (user kamailio) must reach the socket and read its config here.
 chmod 0711 "$work"
 pids=()
-prc_saved=""
-prc_ours=0
 kam_pid=""
 agent_pid=""
 cleanup() {
@@ -68,40 +66,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# During the install only: Debian's kamailio package enables and starts
-# kamailio.service with its stock config, which listens on every interface.
-# A policy-rc.d that exits 101 tells invoke-rc.d not to start anything; an
-# existing one is put back afterwards.
-restore_policy_rc() {
-    if [ "$prc_ours" = 1 ]; then
-        if [ -n "$prc_saved" ]; then
-            mv -f "$prc_saved" /usr/sbin/policy-rc.d
-        else
-            rm -f /usr/sbin/policy-rc.d
-        fi
-        prc_ours=0
-    fi
-}
-install_debs() {
-    local missing=()
-    for p in kamailio kamailio-lua-modules lua-socket lua-cjson sip-tester python3 iproute2 procps; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    [ "${#missing[@]}" -gt 0 ] || return 0
-    step "apt-get install ${missing[*]} (services kept from starting)"
-    if [ -e /usr/sbin/policy-rc.d ]; then
-        prc_saved="$work/policy-rc.d.saved"
-        cp -p /usr/sbin/policy-rc.d "$prc_saved"
-    fi
-    prc_ours=1
-    printf '#!/bin/sh\n# kamailio-test.sh: start no service during this install\nexit 101\n' \
-        >/usr/sbin/policy-rc.d
-    chmod 0755 /usr/sbin/policy-rc.d
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    restore_policy_rc
-}
-install_debs
+# Debian's packages start their services on install: kept from starting
+# (scripts/lib.sh, ensure_debs_no_start).
+ensure_debs_no_start kamailio kamailio-lua-modules lua-socket lua-cjson sip-tester python3 iproute2 procps
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

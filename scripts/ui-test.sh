@@ -51,8 +51,6 @@ work=$(mktemp -d)
 # nobody (nginx's workers) must reach the socket's folder.
 chmod 0711 "$work"
 pids=()
-prc_saved=""
-prc_ours=0
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
@@ -65,37 +63,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Debian's nginx package starts nginx.service on port 80 when installed; a
-# policy-rc.d that exits 101 keeps it from starting during this install.
-restore_policy_rc() {
-    if [ "$prc_ours" = 1 ]; then
-        if [ -n "$prc_saved" ]; then
-            as_root mv -f "$prc_saved" /usr/sbin/policy-rc.d
-        else
-            as_root rm -f /usr/sbin/policy-rc.d
-        fi
-        prc_ours=0
-    fi
-}
-install_debs() {
-    local missing=()
-    for p in chromium chromium-driver nginx python3 util-linux; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    [ "${#missing[@]}" -gt 0 ] || return 0
-    step "apt-get install ${missing[*]} (services kept from starting)"
-    if [ -e /usr/sbin/policy-rc.d ]; then
-        prc_saved="$work/policy-rc.d.saved"
-        cp -p /usr/sbin/policy-rc.d "$prc_saved"
-    fi
-    prc_ours=1
-    printf '#!/bin/sh\n# ui-test.sh: start no service during this install\nexit 101\n' >"$work/policy-rc.d"
-    as_root install -m 0755 "$work/policy-rc.d" /usr/sbin/policy-rc.d
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    restore_policy_rc
-}
-install_debs
+# Debian's packages start their services on install: kept from starting
+# (scripts/lib.sh, ensure_debs_no_start).
+ensure_debs_no_start chromium chromium-driver nginx python3 util-linux
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
